@@ -1,0 +1,1 @@
+"""The ``noisynn`` command-line tool (typer). Each command group lives in its own module."""
