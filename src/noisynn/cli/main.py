@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import typer
 
+from noisynn import __version__
+
 app = typer.Typer(
     name="noisynn",
-    help="Train and evaluate neural networks under noisy analog computation.",
+    help="Train and evaluate neural networks under noisy analog computation (Qin & Vucinic).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-from noisynn.cli import models_cmd  # noqa: E402  (registers commands on `app`)
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"noisynn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """noisynn: Deep Noise Injection training, noisy inference, voting."""
+
+
+from noisynn.cli import models_cmd  # noqa: E402
 
 models_cmd.register(app)
 
-try:  # the data commands land with the datasets issue
+try:  # the data commands land with the datasets module
     from noisynn.cli import data_cmd  # noqa: E402
 except ImportError:  # pragma: no cover
     data_cmd = None

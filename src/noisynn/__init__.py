@@ -1,0 +1,43 @@
+"""noisynn: neural networks under noisy analog computation.
+
+Noise models (:mod:`noisynn.noise`), noisy drop-ins for ``torch.nn`` layers
+(:mod:`noisynn.layers`, :mod:`noisynn.recurrent`), a converter for any torch model
+(:func:`convert`), batched noisy repeats (:func:`repeat_forward`) and the networks of
+Qin & Vucinic (:mod:`noisynn.models`).
+
+Example::
+
+    import torch, noisynn
+
+    model = noisynn.build_model("lstm-rows").eval()
+    x = torch.rand(32, 28, 28)
+    with noisynn.noise("additive", 0.5):      # every noise site, this block only
+        logits = model(x)                     # (32, 10), noisy
+    votes = noisynn.repeat_forward(model, x, 20)  # clean here: (20, 32, 10)
+"""
+
+from noisynn.convert import convert
+from noisynn.errors import CheckpointError, DataError, ModelError, NoisynnError
+from noisynn.layers import (
+    NoiseSite,
+    NoisyBatchNorm1d,
+    NoisyBatchNorm2d,
+    NoisyConv2d,
+    NoisyLinear,
+    noise_sites,
+    set_noise,
+)
+from noisynn.models import MODELS, build_model, count_parameters
+from noisynn.noise import Additive, Clean, Multiplicative, NoiseModel, PerSite, check_sigma, clean, noise
+from noisynn.recurrent import NoisyGRU, NoisyLSTM, NoisyRNN
+from noisynn.repeat import repeat_forward
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Additive", "Clean", "Multiplicative", "NoiseModel", "PerSite", "noise", "clean", "check_sigma",
+    "NoiseSite", "NoisyLinear", "NoisyConv2d", "NoisyBatchNorm1d", "NoisyBatchNorm2d",
+    "NoisyLSTM", "NoisyGRU", "NoisyRNN", "set_noise", "noise_sites", "convert", "repeat_forward",
+    "MODELS", "build_model", "count_parameters",
+    "NoisynnError", "DataError", "ModelError", "CheckpointError", "__version__",
+]

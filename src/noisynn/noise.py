@@ -1,0 +1,301 @@
+"""Noise models: what analog computation does to a pre-activation.
+
+A *noise site* is a place in a network right after a matrix-vector multiplication
+(bias included, and a batch-norm folded into it included). Every noisy layer of
+:mod:`noisynn.layers` and :mod:`noisynn.recurrent` is a site; at every call it hands
+its clean pre-activation ``y`` to the *active noise model*, which returns the noisy one.
+
+The two models of the papers (Qin & Vucinic, eqs. 2 and 3):
+
+* :class:`Additive`: ``y + z``, ``z ~ N(0, sigma^2)``, independent of the signal;
+* :class:`Multiplicative`: ``y * z``, ``z ~ N(1, sigma^2)``, i.e. SNR = 1 / sigma^2.
+
+Noise is drawn fresh for every call, every time step, every element. It is controlled
+independently of ``train()`` / ``eval()``:
+
+* per model, persistently: ``noisynn.set_noise(model, noisynn.Additive(0.5))``;
+* for a block of code, overriding every site of every model::
+
+      with noisynn.noise("multiplicative", 0.3):
+          logits = model(x)
+
+  ``with noisynn.clean(): ...`` forces noise-free computation the same way.
+
+New kinds (per-layer sigma, noise relative to the signal, quantisation, ...) are new
+subclasses of :class:`NoiseModel`; the layers never change. :class:`PerSite` is an
+example: it routes each site to its own model by the site's qualified name.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import fnmatch
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "NoiseModel",
+    "Clean",
+    "Additive",
+    "Multiplicative",
+    "PerSite",
+    "noise",
+    "clean",
+    "check_sigma",
+    "active_override",
+    "KINDS",
+]
+
+#: Names accepted by :func:`noise` for the two papers' noise models.
+KINDS = ("additive", "multiplicative")
+
+
+def check_sigma(sigma: Any) -> float:
+    """Return ``sigma`` as a float, or raise ``ValueError`` naming the bad value.
+
+    Args:
+        sigma: the noise standard deviation; must be a finite real number ``>= 0``.
+    """
+    if isinstance(sigma, bool):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    return value
+
+
+_OVERRIDE: contextvars.ContextVar[NoiseModel | None] = contextvars.ContextVar(
+    "noisynn_noise_override", default=None
+)
+
+
+def active_override() -> NoiseModel | None:
+    """The noise model set by the innermost ``with`` block, or ``None`` outside any."""
+    return _OVERRIDE.get()
+
+
+class NoiseModel:
+    """Base class of noise models.
+
+    Subclasses implement :meth:`apply`. A noise model is also a context manager that
+    makes it the active model of every noise site while the block runs.
+
+    Args:
+        generator: optional ``torch.Generator`` the noise is drawn from (on the same
+            device as the signal); ``None`` uses torch's default generator, so
+            ``torch.manual_seed`` makes runs reproducible.
+    """
+
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        self.generator = generator
+        self._tokens: list[contextvars.Token] = []
+
+    def apply(self, y: Tensor, site: str = "") -> Tensor:
+        """Return the noisy version of the clean pre-activation ``y`` at ``site``.
+
+        Must not modify ``y`` in place when ``y`` requires grad; must treat the noise
+        as a constant in the backward pass.
+        """
+        raise NotImplementedError
+
+    def is_identity(self, site: str = "") -> bool:
+        """True when :meth:`apply` would return ``y`` unchanged at ``site``.
+
+        Layers then take their exact noise-free path (bit-identical to ``torch.nn``).
+        """
+        return False
+
+    # -- context manager: make this the active model of every site -----------------
+    def __enter__(self) -> NoiseModel:
+        self._tokens.append(_OVERRIDE.set(self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _OVERRIDE.reset(self._tokens.pop())
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_tokens"] = []
+        state["generator"] = None  # generators are neither picklable nor shareable
+        return state
+
+    def __deepcopy__(self, memo: dict) -> NoiseModel:
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__getstate__())
+        new.generator = self.generator
+        return new
+
+
+class Clean(NoiseModel):
+    """No noise at all: every site computes exactly what ``torch.nn`` computes."""
+
+    def apply(self, y: Tensor, site: str = "") -> Tensor:
+        return y
+
+    def is_identity(self, site: str = "") -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "Clean()"
+
+
+class _Gaussian(NoiseModel):
+    """Shared part of the two Gaussian models: a validated ``sigma``."""
+
+    kind = ""
+
+    def __init__(self, sigma: float, generator: torch.Generator | None = None) -> None:
+        super().__init__(generator)
+        self.sigma = check_sigma(sigma)
+
+    def is_identity(self, site: str = "") -> bool:
+        return self.sigma == 0.0
+
+    def _normal(self, y: Tensor, mean: float) -> Tensor:
+        """A fresh tensor like ``y`` filled with N(mean, sigma^2) samples (no grad)."""
+        z = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+        return z.normal_(mean, self.sigma, generator=self.generator)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sigma={self.sigma:g})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.sigma == self.sigma  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.sigma))
+
+
+class Additive(_Gaussian):
+    """Additive Gaussian noise, ``y + z`` with ``z ~ N(0, sigma^2)`` (paper eq. 2).
+
+    Models noise whose power does not depend on the signal: sensing, read-out,
+    electrical perturbation.
+
+    Args:
+        sigma: standard deviation of ``z``; finite, ``>= 0``.
+        generator: optional ``torch.Generator`` to draw from.
+    """
+
+    kind = "additive"
+
+    def apply(self, y: Tensor, site: str = "") -> Tensor:
+        if self.sigma == 0.0:
+            return y
+        z = self._normal(y, 0.0)
+        return z.add_(y)  # in place into the fresh noise buffer: y is left untouched
+
+
+class Multiplicative(_Gaussian):
+    """Multiplicative Gaussian noise, ``y * z`` with ``z ~ N(1, sigma^2)`` (paper eq. 3).
+
+    Equivalent to additive noise of standard deviation ``sigma * |y|``: a constant
+    signal-to-noise ratio ``SNR = 1 / sigma^2`` (0 dB at ``sigma = 1``).
+
+    Args:
+        sigma: standard deviation of ``z``; finite, ``>= 0``.
+        generator: optional ``torch.Generator`` to draw from.
+    """
+
+    kind = "multiplicative"
+
+    def apply(self, y: Tensor, site: str = "") -> Tensor:
+        if self.sigma == 0.0:
+            return y
+        z = self._normal(y, 1.0)
+        if y.requires_grad:
+            return y * z  # autograd keeps z for the backward pass
+        return z.mul_(y)
+
+    @property
+    def snr_db(self) -> float:
+        """Signal-to-noise power ratio in dB, ``10 log10(1 / sigma^2)``."""
+        return math.inf if self.sigma == 0 else -20.0 * math.log10(self.sigma)
+
+
+class PerSite(NoiseModel):
+    """Route each noise site to its own model, by glob pattern on the site's name.
+
+    Site names are the modules' qualified names in the model (``"rnn"``, ``"fc"``,
+    ``"features.3"``), assigned by :func:`noisynn.set_noise`.
+
+    Args:
+        rules: ``{pattern: NoiseModel}``, first match wins (``fnmatch`` patterns).
+        default: the model for sites no pattern matches (clean if ``None``).
+
+    Example::
+
+        noisynn.set_noise(model, PerSite({"rnn": Additive(0.5)}, default=Additive(0.1)))
+    """
+
+    def __init__(self, rules: Mapping[str, NoiseModel], default: NoiseModel | None = None) -> None:
+        super().__init__(None)
+        self.rules = dict(rules)
+        self.default = default if default is not None else Clean()
+
+    def resolve(self, site: str) -> NoiseModel:
+        """The model that applies at ``site``."""
+        for pattern, model in self.rules.items():
+            if fnmatch.fnmatchcase(site, pattern):
+                return model
+        return self.default
+
+    def apply(self, y: Tensor, site: str = "") -> Tensor:
+        return self.resolve(site).apply(y, site)
+
+    def is_identity(self, site: str = "") -> bool:
+        return self.resolve(site).is_identity(site)
+
+    def __repr__(self) -> str:
+        return f"PerSite({self.rules!r}, default={self.default!r})"
+
+
+def noise(
+    kind: str | NoiseModel | None,
+    sigma: float | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> NoiseModel:
+    """Build a noise model by name; the result is also a context manager.
+
+    Args:
+        kind: ``"additive"``, ``"multiplicative"``, ``"none"``/``None`` (clean), or an
+            existing :class:`NoiseModel` (returned as it is).
+        sigma: the standard deviation (required for the Gaussian kinds).
+        generator: optional ``torch.Generator`` to draw from.
+
+    Raises:
+        ValueError: unknown kind, or ``sigma`` not a finite number ``>= 0``.
+
+    Example::
+
+        with noisynn.noise("additive", 0.5):
+            out = model(x)
+    """
+    if isinstance(kind, NoiseModel):
+        return kind
+    if kind is None or kind == "none":
+        return Clean()
+    if kind == "additive":
+        return Additive(_required(sigma, kind), generator)
+    if kind == "multiplicative":
+        return Multiplicative(_required(sigma, kind), generator)
+    raise ValueError(f"unknown noise kind {kind!r}: use one of {', '.join(KINDS)} or 'none'")
+
+
+def _required(sigma: float | None, kind: str) -> float:
+    if sigma is None:
+        raise ValueError(f"noise kind {kind!r} needs a sigma, e.g. noise({kind!r}, 0.5)")
+    return check_sigma(sigma)
+
+
+def clean() -> Clean:
+    """Context manager that makes every noise site noise-free while it is active."""
+    return Clean()

@@ -1,0 +1,344 @@
+"""Noisy recurrent layers: drop-ins for ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN``.
+
+Same constructor arguments, same parameter names (``weight_ih_l{k}``,
+``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, ``_reverse`` for the backward
+direction), same inputs and outputs (``batch_first``, unbatched input, ``h_0``/``c_0``),
+multi-layer and bidirectional.
+
+Where the noise goes, at every time step and in every layer and direction (paper 1,
+fig. 1: one noise per matrix-vector product, the products that share an output summed
+first):
+
+* LSTM: each of the four gate pre-activations ``W_i* x_t + U_h* h_{t-1} + b``; the
+  element-wise cell update ``c_t = f * c_{t-1} + i * g`` and ``h_t = o * tanh(c_t)``
+  get none.
+* RNN: the pre-activation ``W x_t + U h_{t-1} + b`` before ``tanh`` (or ``relu``).
+* GRU: the reset and update gate pre-activations ``W x_t + U h_{t-1} + b``; the
+  candidate's two products are separate in a GRU (``W_n x_t + b_in`` and
+  ``U_n h_{t-1} + b_hn``, with the reset gate between them), so each gets its own noise.
+
+With no noise or ``sigma = 0`` the layer calls the very kernel ``torch.nn`` calls, so
+the result is bit-identical. With noise, the layer unrolls time in Python (one batched
+input projection for all steps, then one ``addmm`` per step) and autograd
+differentiates through it, the noise being a constant.
+
+``single_bias=True`` keeps one bias vector per gate (``bias_l{k}``) instead of torch's
+two, as the papers' networks do (81,674 parameters for the LSTM of paper 1, table I).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, _VF, nn
+
+from noisynn.errors import ModelError
+from noisynn.layers import NoiseSite
+from noisynn.noise import NoiseModel
+
+__all__ = ["NoisyLSTM", "NoisyGRU", "NoisyRNN"]
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+class _NoisyRNNBase(NoiseSite, nn.Module):
+    """Shared machinery of the noisy recurrent layers (parameters, checks, unrolling)."""
+
+    mode = ""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        single_bias: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
+            raise ValueError(
+                f"input_size, hidden_size and num_layers must be positive, got "
+                f"{input_size}, {hidden_size}, {num_layers}"
+            )
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.single_bias = single_bias and bias
+        factory = {"device": device, "dtype": dtype}
+        gate_size = _GATES[self.mode] * hidden_size
+        self._weight_names: list[list[str]] = []
+        for layer in range(num_layers):
+            layer_in = input_size if layer == 0 else hidden_size * self.num_directions
+            for direction in range(self.num_directions):
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                names = [f"weight_ih{sfx}", f"weight_hh{sfx}"]
+                setattr(self, names[0], nn.Parameter(torch.empty(gate_size, layer_in, **factory)))
+                setattr(self, names[1], nn.Parameter(torch.empty(gate_size, hidden_size, **factory)))
+                if self.single_bias:
+                    names.append(f"bias{sfx}")
+                    setattr(self, names[2], nn.Parameter(torch.empty(gate_size, **factory)))
+                elif bias:
+                    names += [f"bias_ih{sfx}", f"bias_hh{sfx}"]
+                    setattr(self, names[2], nn.Parameter(torch.empty(gate_size, **factory)))
+                    setattr(self, names[3], nn.Parameter(torch.empty(gate_size, **factory)))
+                self._weight_names.append(names)
+        self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def reset_parameters(self) -> None:
+        """``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))`` for every parameter, as in torch."""
+        bound = 1.0 / self.hidden_size**0.5
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.single_bias:
+            s += ", single_bias=True"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.noise is not None:
+            s += f", noise={self.noise!r}"
+        return s
+
+    # -- weights -------------------------------------------------------------------
+    def _cell_weights(self, index: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``(w_ih, w_hh, b_ih, b_hh)`` of layer/direction ``index`` (biases may be None)."""
+        names = self._weight_names[index]
+        w_ih, w_hh = getattr(self, names[0]), getattr(self, names[1])
+        if len(names) == 2:
+            return w_ih, w_hh, None, None
+        if len(names) == 3:
+            return w_ih, w_hh, getattr(self, names[2]), None
+        return w_ih, w_hh, getattr(self, names[2]), getattr(self, names[3])
+
+    def _flat_weights(self) -> list[Tensor]:
+        """Weights in the order torch's fused kernels take them (a zero second bias if single)."""
+        flat: list[Tensor] = []
+        for index in range(len(self._weight_names)):
+            w_ih, w_hh, b_ih, b_hh = self._cell_weights(index)
+            flat += [w_ih, w_hh]
+            if b_ih is not None:
+                flat += [b_ih, b_hh if b_hh is not None else torch.zeros_like(b_ih)]
+        return flat
+
+    # -- forward -------------------------------------------------------------------
+    def _check_input(self, input: Tensor) -> None:
+        shape = "(batch, seq, features)" if self.batch_first else "(seq, batch, features)"
+        if not isinstance(input, Tensor):
+            raise ModelError(f"{type(self).__name__} expects a tensor, got {type(input).__name__}")
+        if input.dim() not in (2, 3) or input.size(-1) != self.input_size:
+            raise ModelError(
+                f"{type(self).__name__} expects input of shape {shape} with features = "
+                f"{self.input_size} (or unbatched (seq, {self.input_size})), got {tuple(input.shape)}"
+            )
+        if not input.is_floating_point():
+            raise ModelError(f"{type(self).__name__} expects a floating-point input, got {input.dtype}")
+
+    def _zeros_state(self, input: Tensor, batch: int) -> Tensor:
+        return torch.zeros(
+            self.num_layers * self.num_directions, batch, self.hidden_size,
+            dtype=input.dtype, device=input.device,
+        )
+
+    def forward(self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None):
+        """Run the layer; see ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` for shapes."""
+        self._check_input(input)
+        batched = input.dim() == 3
+        batch_dim = 0 if self.batch_first else 1
+        if not batched:
+            input = input.unsqueeze(batch_dim)
+            if hx is not None:
+                hx = tuple(h.unsqueeze(1) for h in hx) if isinstance(hx, tuple) else hx.unsqueeze(1)
+        batch = input.size(batch_dim)
+        if hx is None:
+            hx = self._zeros_state(input, batch)
+            if self.mode == "LSTM":
+                hx = (hx, torch.zeros_like(hx))
+
+        model = self.active_noise()
+        if model is None:
+            output, hidden = self._exact_forward(input, hx)
+        else:
+            output, hidden = self._noisy_forward(input, hx, model)
+
+        if not batched:
+            output = output.squeeze(batch_dim)
+            hidden = tuple(h.squeeze(1) for h in hidden) if isinstance(hidden, tuple) else hidden.squeeze(1)
+        return output, hidden
+
+    def _exact_forward(self, input: Tensor, hx):
+        kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}[self.mode]
+        result = kernel(
+            input, hx, self._flat_weights(), self.bias, self.num_layers,
+            self.dropout, self.training, self.bidirectional, self.batch_first,
+        )
+        if self.mode == "LSTM":
+            return result[0], (result[1], result[2])
+        return result[0], result[1]
+
+    def _noisy_forward(self, input: Tensor, hx, model: NoiseModel):
+        x = input.transpose(0, 1) if self.batch_first else input  # (T, B, F)
+        h0 = hx[0] if self.mode == "LSTM" else hx
+        c0 = hx[1] if self.mode == "LSTM" else None
+        h_n: list[Tensor] = []
+        c_n: list[Tensor] = []
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                seq = x.flip(0) if direction else x
+                state = (h0[index], c0[index] if c0 is not None else None)
+                out, h_last, c_last = self._unroll(seq, state, self._cell_weights(index), model)
+                outs.append(out.flip(0) if direction else out)
+                h_n.append(h_last)
+                if c_last is not None:
+                    c_n.append(c_last)
+            x = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        output = x.transpose(0, 1) if self.batch_first else x
+        h = torch.stack(h_n)
+        hidden = (h, torch.stack(c_n)) if self.mode == "LSTM" else h
+        return output, hidden
+
+    def _unroll(self, seq: Tensor, state, weights, model: NoiseModel) -> tuple[Tensor, Tensor, Tensor | None]:
+        raise NotImplementedError
+
+
+class NoisyLSTM(_NoisyRNNBase):
+    r"""LSTM with noise on each gate pre-activation at every time step.
+
+    .. math::
+        \begin{array}{ll}
+        (i_t, f_t, g_t, o_t) = \mathcal{N}\big(W_{i} x_t + W_{h} h_{t-1} + b\big) \\
+        c_t = \sigma(f_t) \odot c_{t-1} + \sigma(i_t) \odot \tanh(g_t) \\
+        h_t = \sigma(o_t) \odot \tanh(c_t)
+        \end{array}
+
+    where :math:`\mathcal{N}` is the active noise model (identity when clean).
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional:
+            as ``torch.nn.LSTM`` (``proj_size`` is not supported).
+        single_bias: one bias per gate instead of torch's ``b_ih + b_hh``.
+
+    Inputs: ``input, (h_0, c_0)`` as ``torch.nn.LSTM``.
+    Outputs: ``output, (h_n, c_n)`` as ``torch.nn.LSTM``.
+
+    Example::
+
+        >>> lstm = NoisyLSTM(28, 128, batch_first=True)
+        >>> with noisynn.noise("additive", 0.5):
+        ...     out, (h, c) = lstm(torch.randn(32, 28, 28))
+    """
+
+    mode = "LSTM"
+
+    def _unroll(self, seq, state, weights, model):
+        w_ih, w_hh, b_ih, b_hh = weights
+        bias = b_ih if b_hh is None else b_ih + b_hh if b_ih is not None else None
+        xproj = F.linear(seq, w_ih, bias)  # all time steps in one GEMM
+        h, c = state
+        w_hh_t = w_hh.t()
+        hidden = self.hidden_size
+        outs = []
+        for t in range(seq.size(0)):
+            gates = model.apply(torch.addmm(xproj[t], h, w_hh_t), self.site_name)
+            i = torch.sigmoid(gates[:, :hidden])
+            f = torch.sigmoid(gates[:, hidden : 2 * hidden])
+            g = torch.tanh(gates[:, 2 * hidden : 3 * hidden])
+            o = torch.sigmoid(gates[:, 3 * hidden :])
+            c = f * c + i * g
+            h = o * torch.tanh(c)
+            outs.append(h)
+        return torch.stack(outs), h, c
+
+
+class NoisyRNN(_NoisyRNNBase):
+    r"""Elman RNN with noise on the pre-activation at every step.
+
+    :math:`h_t = \tanh(\mathcal{N}(W x_t + U h_{t-1} + b))` (``nonlinearity="relu"``
+    for ReLU). Arguments, inputs and outputs as ``torch.nn.RNN``, plus ``single_bias``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, **kwargs) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, **kwargs)
+
+    def _unroll(self, seq, state, weights, model):
+        w_ih, w_hh, b_ih, b_hh = weights
+        bias = b_ih if b_hh is None else b_ih + b_hh if b_ih is not None else None
+        act = torch.tanh if self.mode == "RNN_TANH" else torch.relu
+        xproj = F.linear(seq, w_ih, bias)
+        h = state[0]
+        w_hh_t = w_hh.t()
+        outs = []
+        for t in range(seq.size(0)):
+            h = act(model.apply(torch.addmm(xproj[t], h, w_hh_t), self.site_name))
+            outs.append(h)
+        return torch.stack(outs), h, None
+
+
+class NoisyGRU(_NoisyRNNBase):
+    r"""GRU with noise on every matrix-vector product at every step.
+
+    .. math::
+        \begin{array}{ll}
+        (r_t, z_t) = \sigma\big(\mathcal{N}(W_{rz} x_t + U_{rz} h_{t-1} + b_{rz})\big) \\
+        n_t = \tanh\big(\mathcal{N}(W_n x_t + b_{in}) + r_t \odot \mathcal{N}(U_n h_{t-1} + b_{hn})\big) \\
+        h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+        \end{array}
+
+    Arguments, inputs and outputs as ``torch.nn.GRU``, plus ``single_bias`` (then
+    ``b_hn = 0``).
+    """
+
+    mode = "GRU"
+
+    def _unroll(self, seq, state, weights, model):
+        w_ih, w_hh, b_ih, b_hh = weights
+        hidden = self.hidden_size
+        xproj = F.linear(seq, w_ih, b_ih)
+        h = state[0]
+        w_hh_t = w_hh.t()
+        site = self.site_name
+        outs = []
+        for t in range(seq.size(0)):
+            gh = torch.addmm(b_hh, h, w_hh_t) if b_hh is not None else h @ w_hh_t
+            gi = xproj[t]
+            rz = torch.sigmoid(model.apply(gi[:, : 2 * hidden] + gh[:, : 2 * hidden], site))
+            r, z = rz[:, :hidden], rz[:, hidden:]
+            n = torch.tanh(model.apply(gi[:, 2 * hidden :], site) + r * model.apply(gh[:, 2 * hidden :], site))
+            h = torch.lerp(n, h, z)  # (1 - z) * n + z * h
+            outs.append(h)
+        return torch.stack(outs), h, None
