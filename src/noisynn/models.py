@@ -1,4 +1,4 @@
-"""The papers' networks, by name.
+r"""The papers' networks, by name.
 
 =================  ==============  ===========  =========================================
 name               input           parameters   source
