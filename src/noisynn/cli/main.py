@@ -28,13 +28,7 @@ def main(
     """noisynn: Deep Noise Injection training, noisy inference, voting."""
 
 
-from noisynn.cli import models_cmd  # noqa: E402
+from noisynn.cli import data_cmd, experiment_cmd, models_cmd, sweep_cmd  # noqa: E402
 
-models_cmd.register(app)
-
-try:  # the data commands land with the datasets module
-    from noisynn.cli import data_cmd  # noqa: E402
-except ImportError:  # pragma: no cover
-    data_cmd = None
-if data_cmd is not None:
-    data_cmd.register(app)
+for module in (models_cmd, data_cmd, experiment_cmd, sweep_cmd):
+    module.register(app)

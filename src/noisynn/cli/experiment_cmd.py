@@ -1,0 +1,187 @@
+"""``noisynn train``, ``evaluate`` and ``vote``: one model at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from noisynn.cli.common import DATA_DIR_HELP, DEVICE_HELP, emit_json, progress_enabled, user_errors
+from noisynn.errors import NoisynnError
+
+
+@user_errors
+def train_command(
+    model: str = typer.Argument(..., help="Network name (noisynn models)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Data set (default: the one the papers use)."),
+    noise: str = typer.Option("additive", "--noise", help="additive or multiplicative."),
+    sigma: float = typer.Option(0.0, "--sigma", help="sigma_train: noise injected at every site while training."),
+    epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
+    out: Path = typer.Option(..., "--out", help="Run directory (checkpoint, learning curve)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Mini-batch size (papers: 32)."),
+    optimizer: str = typer.Option("adam", "--optimizer", help="adam (papers' CNN/LSTMs) or sgd (momentum; DenseNet)."),
+    lr: float = typer.Option(1e-4, "--lr", help="Learning rate (papers: 1e-4 with Adam)."),
+    momentum: float = typer.Option(0.9, "--momentum", help="SGD momentum."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay"),
+    train_limit: int = typer.Option(None, "--train-limit", help="Use only the first N training samples."),
+    augment: bool = typer.Option(False, "--augment", help="Random crop + flip (images; off in the papers)."),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept a partial data set (smoke runs)."),
+    seed: int = typer.Option(0, "--seed"),
+    data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Train MODEL with Deep Noise Injection; resumes from DIR's checkpoint if interrupted."""
+    from noisynn.engine.store import EpochRow, ResultStore
+    from noisynn.engine.training import TrainSpec, train
+    from noisynn.models import MODELS, build_model
+
+    if model not in MODELS:
+        build_model(model)  # the one-line unknown-model error
+    spec = TrainSpec(model=model, dataset=dataset or MODELS[model].dataset, noise=noise, sigma_train=sigma,
+                     epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+                     weight_decay=weight_decay, seed=seed, train_limit=train_limit, augment=augment,
+                     allow_partial=allow_partial)
+    checkpoint = out / "models" / f"{spec.key}.safetensors"
+    store = ResultStore(out / "results.sqlite")
+    store.claim(experiment="train", model=model, dataset=spec.dataset)
+
+    def report(m: dict) -> None:
+        store.add_epoch(EpochRow("train", model, noise, spec.sigma_train, seed, m["epoch"], m["batches"],
+                                 m["train_loss"], m["train_accuracy"], m["val_loss"], m["val_accuracy"],
+                                 m["seconds"], m["checkpoint"]))
+        if not as_json:
+            typer.echo(f"epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.4f}, clean test accuracy "
+                       f"{100 * m['val_accuracy']:.2f}% ({m['seconds']:.1f} s)")
+
+    result = train(spec, checkpoint, data_dir=data_dir, device=device, on_epoch=report,
+                   progress=progress_enabled(as_json))
+    store.close()
+    if as_json:
+        emit_json({"checkpoint": str(result.checkpoint), "sha256": result.sha256, "epochs_run": result.epochs_run,
+                   "metrics": result.metrics})
+    else:
+        typer.echo(f"checkpoint: {result.checkpoint} ({result.epochs_run} new epochs)")
+
+
+def _sigmas(text: str) -> list[float]:
+    from noisynn.engine.evaluation import parse_range
+
+    return parse_range(text)
+
+
+def _runs(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise NoisynnError(f"--runs must be a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise NoisynnError(f"--runs must be a positive integer or 'auto', got {text!r}")
+    return value
+
+
+def _load(checkpoint: Path, data_dir: str | None, device: str, limit: int | None):
+    from noisynn.engine.training import load_data, load_trained, resolve_device
+
+    dev = resolve_device(device)
+    model, meta = load_trained(checkpoint, device=dev)
+    spec = meta["spec"]
+    test = load_data(meta["model"], meta["dataset"], "test", data_dir=data_dir, device=dev, limit=limit,
+                     allow_partial=spec.get("allow_partial", False), data_options=spec.get("data_options") or {})
+    return model, test, meta
+
+
+@user_errors
+def evaluate_command(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint written by noisynn train."),
+    sigma: str = typer.Option("0:1:0.1", "--sigma", help="sigma_val values: start:stop:step or a,b,c."),
+    runs: str = typer.Option("40", "--runs", help="Noisy passes over the test set per point, or 'auto'."),
+    target: float = typer.Option(0.05, "--target", help="With --runs auto: 95% CI half-width, percentage points."),
+    noise: str = typer.Option(None, "--noise", help="Noise kind at inference (default: the training kind)."),
+    seed: int = typer.Option(0, "--seed"),
+    limit: int = typer.Option(None, "--limit", help="Evaluate on the first N test samples only."),
+    data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Accuracy under noisy inference at each sigma_val: mean over runs, with standard error."""
+    from noisynn.engine.evaluation import evaluate_point
+
+    sigmas, n_runs = _sigmas(sigma), _runs(runs)
+    model, test, meta = _load(checkpoint, data_dir, device, limit)
+    kind = noise or meta["noise"]
+    rows = []
+    for s in sigmas:
+        r = evaluate_point(model, test, kind, s, runs=n_runs, seed=seed, stream=(meta["sha256"],),
+                           target=target / 100)
+        rows.append({"sigma_val": s, "accuracy": r.accuracy, "stderr": r.stderr, "n_runs": r.n_runs,
+                     "seconds": r.seconds})
+        if not as_json:
+            typer.echo(f"sigma_val {s:.2f}: {100 * r.accuracy:.2f}% ± {100 * r.stderr:.2f} ({r.n_runs} runs, "
+                       f"{r.seconds:.1f} s)", err=True)
+    if as_json:
+        emit_json({"checkpoint": str(checkpoint), "model": meta["model"], "noise": kind,
+                   "sigma_train": meta["sigma_train"], "points": rows})
+        return
+    table = Table(title=f"{meta['model']} sigma_train={meta['sigma_train']:g}, {kind} noise, {test.name} test")
+    for col in ("sigma_val", "accuracy %", "stderr", "runs", "seconds"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(f"{r['sigma_val']:.2f}", f"{100 * r['accuracy']:.2f}", f"{100 * r['stderr']:.2f}",
+                      str(r["n_runs"]), f"{r['seconds']:.1f}")
+    Console().print(table)
+
+
+@user_errors
+def vote_command(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint written by noisynn train."),
+    sigma: str = typer.Option("0.6,0.8,1.0", "--sigma", help="sigma_val values: start:stop:step or a,b,c."),
+    votes: str = typer.Option("1:20", "--votes", help="K range, e.g. 1:20 (accuracy for every K up to the max)."),
+    trials: int = typer.Option(1, "--trials", help="Independent voting trials per point (for a standard error)."),
+    noise: str = typer.Option(None, "--noise", help="Noise kind at inference (default: the training kind)."),
+    seed: int = typer.Option(0, "--seed"),
+    limit: int = typer.Option(None, "--limit", help="Use the first N test samples only."),
+    data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Accuracy of predicting by the mode of K noisy inferences, against K (paper 2, fig. 11)."""
+    from noisynn.engine.evaluation import mean_stderr, vote_curve
+
+    try:
+        lo, hi = (int(v) for v in votes.split(":")) if ":" in votes else (1, int(votes))
+    except ValueError:
+        raise NoisynnError(f"--votes must be K or FIRST:LAST (e.g. 1:20), got {votes!r}") from None
+    if not 1 <= lo <= hi:
+        raise NoisynnError(f"--votes must satisfy 1 <= FIRST <= LAST, got {votes!r}")
+    sigmas = _sigmas(sigma)
+    model, test, meta = _load(checkpoint, data_dir, device, limit)
+    kind = noise or meta["noise"]
+    rows = []
+    for s in sigmas:
+        acc, seconds = vote_curve(model, test, kind, s, hi, trials=trials, seed=seed, stream=(meta["sha256"],))
+        for k in range(lo, hi + 1):
+            mean, se = mean_stderr(acc[:, k - 1].tolist())
+            rows.append({"sigma_val": s, "votes": k, "accuracy": mean, "stderr": se, "trials": trials})
+    if as_json:
+        emit_json({"checkpoint": str(checkpoint), "model": meta["model"], "noise": kind,
+                   "sigma_train": meta["sigma_train"], "points": rows})
+        return
+    table = Table(title=f"voting: {meta['model']} sigma_train={meta['sigma_train']:g}, {kind} noise (accuracy %)")
+    table.add_column("K", justify="right")
+    for s in sigmas:
+        table.add_column(f"σ_val {s:g}", justify="right")
+    for k in range(lo, hi + 1):
+        cells = [f"{100 * r['accuracy']:.2f}" for r in rows if r["votes"] == k]
+        table.add_row(str(k), *cells)
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
+    app.command("vote")(vote_command)

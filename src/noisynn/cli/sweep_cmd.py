@@ -1,0 +1,164 @@
+"""``noisynn sweep``, ``presets``, ``results`` and ``demo``: whole grids of a paper."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from noisynn.cli.common import DATA_DIR_HELP, DEVICE_HELP, emit_json, progress_enabled, user_errors
+from noisynn.errors import NoisynnError
+
+
+def _executor(workers: int):
+    from noisynn.engine.sweep import LocalExecutor, ProcessExecutor
+
+    if workers < 1:
+        raise NoisynnError(f"--workers must be >= 1, got {workers}")
+    return LocalExecutor() if workers == 1 else ProcessExecutor(workers)
+
+
+def _sweep(preset: str, profile: str, out: Path, seed: int, data_dir, device: str, workers: int,
+           as_json: bool) -> dict:
+    from noisynn.engine.presets import load_plan
+    from noisynn.engine.sweep import run_sweep
+
+    plan = load_plan(preset, profile)
+    log = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
+    t0 = time.perf_counter()
+    summary = run_sweep(plan, out, seed=seed, data_dir=data_dir, device=device, executor=_executor(workers),
+                        progress=progress_enabled(as_json), log=log)
+    seconds = time.perf_counter() - t0
+    log(f"done in {seconds:.0f} s: {summary.computed} tasks computed, {summary.skipped} already done")
+    return {"run_dir": str(out), "experiment": plan.name, "profile": plan.profile, "computed": summary.computed,
+            "skipped": summary.skipped, "seconds": seconds, "checkpoints": summary.checkpoints}
+
+
+@user_errors
+def sweep_command(
+    preset: str = typer.Argument(..., help="A preset name (noisynn presets) or the path of a .toml preset."),
+    profile: str = typer.Option("quick", "--profile", help="paper (the papers' settings) or quick (minutes)."),
+    out: Path = typer.Option(..., "--out", help="Run directory; re-running resumes it."),
+    seed: int = typer.Option(0, "--seed"),
+    workers: int = typer.Option(1, "--workers", help="Local worker processes (1: in this process)."),
+    data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Train one model per sigma_train and evaluate the whole (sigma_train, sigma_val) grid."""
+    result = _sweep(preset, profile, out, seed, data_dir, device, workers, as_json)
+    if as_json:
+        emit_json(result)
+    else:
+        _print_grid(out)
+
+
+@user_errors
+def presets_command(as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+    """List the shipped experiment presets and their profiles."""
+    from noisynn.engine.presets import list_presets
+
+    rows = list_presets()
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="noisynn presets")
+    for col in ("name", "profiles", "experiment"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["profiles"]), r["title"])
+    Console().print(table)
+
+
+def _store(run_dir: Path):
+    from noisynn.engine.store import ResultStore
+
+    path = run_dir / "results.sqlite"
+    if not path.is_file():
+        raise NoisynnError(f"{run_dir} has no results.sqlite: give the --out directory of a sweep")
+    return ResultStore(path)
+
+
+def _print_grid(run_dir: Path) -> None:
+    with _store(run_dir) as store:
+        points = store.points(kind="noisy")
+        votes = store.points(kind="vote")
+    console = Console()
+    for experiment in sorted({p["experiment"] for p in points}):
+        rows = [p for p in points if p["experiment"] == experiment]
+        sigma_val = sorted({p["sigma_val"] for p in rows})
+        table = Table(title=f"{experiment}: accuracy % ± standard error (rows σ_train, columns σ_val)")
+        table.add_column("σ_train", justify="right")
+        for s in sigma_val:
+            table.add_column(f"{s:g}", justify="right")
+        for st in sorted({p["sigma_train"] for p in rows}):
+            cells = {p["sigma_val"]: p for p in rows if p["sigma_train"] == st}
+            table.add_row(f"{st:g}", *[
+                f"{100 * cells[s]['accuracy']:.2f}±{100 * cells[s]['stderr']:.2f}" if s in cells else "…"
+                for s in sigma_val])
+        console.print(table)
+    if votes:
+        kmax = max(p["votes"] for p in votes)
+        table = Table(title=f"voting: accuracy % with K = 1 and K = {kmax} votes")
+        for col in ("experiment", "σ_train", "σ_val", "K=1", f"K={kmax}"):
+            table.add_column(col, justify="right")
+        pairs = sorted({(p["experiment"], p["sigma_train"], p["sigma_val"]) for p in votes})
+        for e, st, sv in pairs:
+            byk = {p["votes"]: p for p in votes if (p["experiment"], p["sigma_train"], p["sigma_val"]) == (e, st, sv)}
+            table.add_row(e, f"{st:g}", f"{sv:g}", *[f"{100 * byk[k]['accuracy']:.2f}" if k in byk else "…"
+                                                      for k in (1, kmax)])
+        console.print(table)
+
+
+@user_errors
+def results_command(
+    run_dir: Path = typer.Argument(..., help="A sweep's --out directory."),
+    as_csv: Path = typer.Option(None, "--csv", help="Also write every point to this CSV file ('-' for stdout)."),
+    as_json: bool = typer.Option(False, "--json", help="Print every point as JSON."),
+) -> None:
+    """Print a sweep's grid (finished points so far) as a table; export it as CSV."""
+    with _store(run_dir) as store:
+        points = store.points()
+    if as_csv is not None:
+        columns = ["experiment", "model", "dataset", "noise", "kind", "sigma_train", "sigma_val", "votes", "n_runs",
+                   "seed", "accuracy", "stderr", "seconds", "checkpoint"]
+        handle = sys.stdout if str(as_csv) == "-" else open(as_csv, "w", newline="")
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(points)
+        if handle is not sys.stdout:
+            handle.close()
+        if str(as_csv) == "-":
+            return
+    if as_json:
+        emit_json(points)
+    else:
+        _print_grid(run_dir)
+
+
+@user_errors
+def demo_command(
+    out: Path = typer.Option(Path("noisynn-demo"), "--out", help="Run directory for the demo."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The main job, offline: train an LSTM on the embedded 8x8 digits at a few sigma_train,
+    evaluate a sigma_val grid, vote, and write the report."""
+    _sweep("demo", "quick", out, seed, None, device, 1, False)
+    _print_grid(out)
+    from noisynn.report import write_report
+
+    html = write_report(out)
+    typer.echo(f"report: {html}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep_command)
+    app.command("presets")(presets_command)
+    app.command("results")(results_command)
+    app.command("demo")(demo_command)

@@ -1,0 +1,151 @@
+"""Checkpoints: model weights and optimizer state in one safetensors file, plus JSON metadata.
+
+A checkpoint ``NAME.safetensors`` holds the model's ``state_dict`` (keys ``model.*``),
+the optimizer's tensors (``optim.*``) and, in the safetensors header, a JSON metadata
+document (model, dataset, noise kind, sigma_train, epoch, seed, metrics, package
+version, the optimizer's non-tensor state). The same metadata is written beside it
+as ``NAME.json`` for people. No pickle anywhere: loading a checkpoint cannot run code.
+
+Files are written to a temporary name and renamed, so a killed process leaves either
+the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from noisynn.errors import CheckpointError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_metadata", "weights_sha256", "Checkpoint"]
+
+_META_KEY = "noisynn"
+
+
+class Checkpoint(dict):
+    """What :func:`load_checkpoint` returns: ``meta``, ``model`` state, ``optim`` state (or None)."""
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes and values), independent of the file.
+
+    Two checkpoints of bit-identical weights have the same hash even when their
+    metadata (e.g. timings) differ: it is what identifies "the evaluated model".
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for index, values in state["state"].items():
+        rest = {}
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                rest[name] = value
+        plain["state"][str(index)] = rest
+    return tensors, plain
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict) -> dict:
+    state: dict[int, dict] = {int(i): dict(v) for i, v in plain["state"].items()}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    meta: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> str:
+    """Write ``model`` (and ``optimizer``) with ``meta`` atomically; return :func:`weights_sha256`.
+
+    Args:
+        path: target ``.safetensors`` file; ``.json`` metadata goes beside it.
+        model: the module whose ``state_dict`` is saved.
+        meta: JSON-serialisable metadata.
+        optimizer: optional optimizer whose state is saved for resuming.
+    """
+    from noisynn import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    digest = weights_sha256(model.state_dict())
+    document = dict(meta, package_version=__version__, weights_sha256=digest)
+    if optimizer is not None:
+        optim_tensors, optim_plain = _flatten_optimizer(optimizer.state_dict())
+        tensors.update(optim_tensors)
+        document["optimizer_state"] = optim_plain
+    text = json.dumps(document, sort_keys=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={_META_KEY: text})
+    os.replace(tmp, path)
+    sidecar = {k: v for k, v in document.items() if k != "optimizer_state"}
+    json_tmp = path.with_suffix(".json.tmp")
+    json_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    os.replace(json_tmp, path.with_suffix(".json"))
+    return digest
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata of a checkpoint, without loading its tensors.
+
+    Raises:
+        CheckpointError: missing, not a safetensors file, or not a noisynn checkpoint.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found: give the path of a .safetensors file written by noisynn train")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); retrain or restore it") from None
+    if _META_KEY not in meta:
+        raise CheckpointError(f"{path} is a safetensors file but not a noisynn checkpoint (no metadata)")
+    try:
+        return json.loads(meta[_META_KEY])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"checkpoint {path} has corrupt metadata; retrain or restore it") from None
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Read a checkpoint: ``{"meta", "model" (state_dict), "optim" (state or None), "sha256" (of the weights)}``.
+
+    Raises:
+        CheckpointError: missing or corrupt file.
+    """
+    meta = read_metadata(path)
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); retrain or restore it") from None
+    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    optim = None
+    if "optimizer_state" in meta:
+        optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+        optim = _unflatten_optimizer(optim_tensors, meta.pop("optimizer_state"))
+    digest = weights_sha256(model)
+    if meta.get("weights_sha256") not in (None, digest):
+        raise CheckpointError(f"checkpoint {path} is corrupt (its weights do not match their recorded hash)")
+    return Checkpoint(meta=meta, model=model, optim=optim, sha256=digest)

@@ -1,0 +1,136 @@
+"""Experiment presets: TOML files describing a whole grid of a paper, in profiles.
+
+A preset names the network, the data set and the noise kind, and has one table per
+profile (``paper``: the papers' settings; ``quick``: minutes on 2 CPU cores) with:
+
+=================  =====================================================================
+key                meaning
+=================  =====================================================================
+sigma_train        the sigmas to train with: ``"0:1:0.1"`` (stop included) or ``"0,0.5,1"``
+sigma_val          the sigmas to evaluate every trained model at
+epochs             training epochs per model
+batch_size, optimizer, lr, momentum, weight_decay   the optimiser
+train_limit        use only the first N training samples (optional)
+runs               noisy runs per point, or ``"auto"`` (see ``target``)
+target             95% confidence half-width for ``runs = "auto"`` (fraction, default 0.0005)
+votes              largest K of majority voting (0 or absent: no voting)
+vote_sigma_val     the sigma_val at which voting is measured (default: all of sigma_val)
+vote_trials        independent voting trials per point (default 1)
+=================  =====================================================================
+
+The presets shipped with noisynn are listed by ``noisynn presets``; a user's own file
+is used by giving its path instead of a name.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from noisynn.engine.evaluation import parse_sigmas
+from noisynn.engine.training import TrainSpec
+from noisynn.errors import NoisynnError
+
+__all__ = ["Plan", "list_presets", "load_plan", "PresetError"]
+
+_PROFILE_KEYS = {
+    "sigma_train", "sigma_val", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
+    "train_limit", "runs", "target", "votes", "vote_sigma_val", "vote_trials", "augment", "allow_partial",
+    "data_options", "eval_limit",
+}
+
+
+class PresetError(NoisynnError):
+    """An unknown preset or profile, or a malformed preset file."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A preset resolved for one profile: everything a sweep needs."""
+
+    name: str
+    title: str
+    profile: str
+    model: str
+    dataset: str
+    noise: str
+    sigma_train: tuple[float, ...]
+    sigma_val: tuple[float, ...]
+    train: dict
+    runs: int | str
+    target: float = 0.0005
+    votes: int = 0
+    vote_sigma_val: tuple[float, ...] = ()
+    vote_trials: int = 1
+    eval_limit: int | None = None
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def train_spec(self, sigma_train: float, seed: int) -> TrainSpec:
+        return TrainSpec(model=self.model, dataset=self.dataset, noise=self.noise, sigma_train=sigma_train,
+                         seed=seed, **self.train)
+
+
+def _shipped() -> dict[str, Path]:
+    folder = resources.files("noisynn") / "presets"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def list_presets() -> list[dict]:
+    """Name, title and profiles of every shipped preset."""
+    rows = []
+    for name, path in sorted(_shipped().items()):
+        doc = tomllib.loads(path.read_text())
+        rows.append({"name": name, "title": doc.get("title", ""), "profiles": sorted(doc.get("profile", {}))})
+    return rows
+
+
+def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
+    """Load a shipped preset by name, or a preset file by path, for ``profile``.
+
+    Raises:
+        PresetError: unknown preset or profile, malformed file or values.
+    """
+    shipped = _shipped()
+    path = Path(preset)
+    if str(preset) in shipped:
+        path = shipped[str(preset)]
+    elif not (path.suffix == ".toml" and path.is_file()):
+        raise PresetError(f"unknown preset {str(preset)!r}: choose one of {', '.join(sorted(shipped))} "
+                          "(noisynn presets) or give the path of a .toml file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PresetError(f"preset {path} is not valid TOML: {exc}") from None
+    for key in ("model", "dataset", "noise", "profile"):
+        if key not in doc:
+            raise PresetError(f"preset {path} lacks the key {key!r}")
+    profiles = doc["profile"]
+    if profile not in profiles:
+        raise PresetError(f"preset {doc.get('name', path.stem)!r} has no profile {profile!r}: use {', '.join(sorted(profiles))}")
+    p = dict(profiles[profile])
+    unknown = set(p) - _PROFILE_KEYS
+    if unknown:
+        raise PresetError(f"preset {path}: unknown keys {sorted(unknown)} in profile {profile!r}")
+    try:
+        sigma_train = tuple(parse_sigmas(p.pop("sigma_train")))
+        sigma_val = tuple(parse_sigmas(p.pop("sigma_val")))
+        votes = int(p.pop("votes", 0))
+        vote_sigma_val = tuple(parse_sigmas(p.pop("vote_sigma_val"))) if "vote_sigma_val" in p else (
+            sigma_val if votes else ())
+        runs = p.pop("runs", 40)
+        if runs != "auto" and (not isinstance(runs, int) or runs < 1):
+            raise ValueError(f"runs must be a positive integer or 'auto', got {runs!r}")
+        plan = Plan(
+            name=str(doc.get("name", path.stem)), title=str(doc.get("title", "")), profile=profile,
+            model=doc["model"], dataset=doc["dataset"], noise=doc["noise"],
+            sigma_train=sigma_train, sigma_val=sigma_val, runs=runs, target=float(p.pop("target", 0.0005)),
+            votes=votes, vote_sigma_val=vote_sigma_val, vote_trials=int(p.pop("vote_trials", 1)),
+            eval_limit=p.pop("eval_limit", None), source=str(path), train=p,
+        )
+        plan.train_spec(sigma_train[0], 0)  # validates model, noise, optimiser, numbers
+    except (KeyError, ValueError, TypeError, NoisynnError) as exc:
+        raise PresetError(f"preset {path}, profile {profile!r}: {str(exc).splitlines()[0]}") from None
+    return plan

@@ -1,0 +1,262 @@
+"""Sweeps: train one model per sigma_train, evaluate every (sigma_train, sigma_val) point.
+
+The work is split into plain, picklable tasks whose inputs are their fields and whose
+outputs go to the results store (:class:`TrainTask`: train one model;
+:class:`EvalTask`: evaluate one point; :class:`VoteTask`: one voting curve). An
+*executor* runs a list of tasks: :class:`LocalExecutor` in this process,
+:class:`ProcessExecutor` in worker processes. Another executor (e.g. on Ray) only
+has to call ``task.run()`` somewhere that sees the run directory.
+
+Re-running a sweep on the same directory skips every finished training epoch (the
+checkpoint) and every finished point (the store): it is how a killed sweep resumes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from noisynn.engine.evaluation import evaluate_point, mean_stderr, vote_curve
+from noisynn.engine.presets import Plan
+from noisynn.engine.store import EpochRow, Point, PointKey, ResultStore
+from noisynn.engine.training import TrainSpec, load_data, load_trained, resolve_device, train
+
+__all__ = ["TrainTask", "EvalTask", "VoteTask", "LocalExecutor", "ProcessExecutor", "run_sweep", "SweepSummary"]
+
+STORE = "results.sqlite"
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    """Train (or resume) one model and record its learning curve."""
+
+    spec: TrainSpec
+    run_dir: str
+    experiment: str
+    data_dir: str | None = None
+    device: str = "auto"
+    progress: bool = True
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.run_dir) / "models" / f"{self.spec.key}.safetensors"
+
+    def run(self) -> str:
+        with ResultStore(Path(self.run_dir) / STORE) as store:
+            def record(m: dict) -> None:
+                store.add_epoch(EpochRow(
+                    experiment=self.experiment, model=self.spec.model, noise=self.spec.noise,
+                    sigma_train=self.spec.sigma_train, seed=self.spec.seed, epoch=m["epoch"], batches=m["batches"],
+                    train_loss=m["train_loss"], train_accuracy=m["train_accuracy"], val_loss=m["val_loss"],
+                    val_accuracy=m["val_accuracy"], seconds=m["seconds"], checkpoint=m["checkpoint"],
+                ))
+
+            result = train(self.spec, self.checkpoint, data_dir=self.data_dir, device=self.device,
+                           on_epoch=record, progress=self.progress)
+        return result.sha256
+
+
+@functools.lru_cache(maxsize=2)
+def _model_and_test(checkpoint: str, file_stamp: str, device: str, data_dir: str | None, limit: int | None):
+    """Load a trained model and its test split once per process."""
+    dev = resolve_device(device)
+    model, meta = load_trained(checkpoint, device=dev)
+    spec = meta["spec"]
+    test = load_data(meta["model"], meta["dataset"], "test", data_dir=data_dir, device=dev, limit=limit,
+                     allow_partial=spec.get("allow_partial", False), data_options=spec.get("data_options") or {})
+    return model, test, meta
+
+
+def _load(task) -> tuple:
+    """The task's model and test set; the file's stat is in the cache key, so a retrained model is reloaded."""
+    stat = os.stat(task.checkpoint)
+    return _model_and_test(str(task.checkpoint), f"{stat.st_size}:{stat.st_mtime_ns}", task.device, task.data_dir,
+                           task.eval_limit)
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """Evaluate one trained model at one sigma_val (``runs`` noisy passes over the test set)."""
+
+    checkpoint: str
+    run_dir: str
+    experiment: str
+    sigma_val: float
+    runs: int | str = 40
+    target: float = 0.0005
+    seed: int = 0
+    data_dir: str | None = None
+    device: str = "auto"
+    eval_limit: int | None = None
+
+    def key(self, meta: dict) -> PointKey:
+        return PointKey(self.experiment, meta["model"], meta["dataset"], meta["noise"], meta["sigma_train"],
+                        self.sigma_val, votes=1, kind="noisy", seed=self.seed)
+
+    def run(self) -> Point | None:
+        model, test, meta = _load(self)
+        key = self.key(meta)
+        with ResultStore(Path(self.run_dir) / STORE) as store:
+            if store.has_point(key, meta["sha256"]):
+                return None
+            result = evaluate_point(model, test, meta["noise"], self.sigma_val, runs=self.runs, seed=self.seed,
+                                    stream=(meta["sha256"],), target=self.target)
+            point = Point(key, result.n_runs, result.accuracy, result.stderr, result.seconds, meta["sha256"],
+                          result.accuracies)
+            store.add_point(point)
+        return point
+
+
+@dataclass(frozen=True)
+class VoteTask:
+    """Accuracy of majority voting with K = 1..votes at one sigma_val (one row per K)."""
+
+    checkpoint: str
+    run_dir: str
+    experiment: str
+    sigma_val: float
+    votes: int
+    trials: int = 1
+    seed: int = 0
+    data_dir: str | None = None
+    device: str = "auto"
+    eval_limit: int | None = None
+
+    def run(self) -> list[Point]:
+        model, test, meta = _load(self)
+        keys = [PointKey(self.experiment, meta["model"], meta["dataset"], meta["noise"], meta["sigma_train"],
+                         self.sigma_val, votes=k, kind="vote", seed=self.seed) for k in range(1, self.votes + 1)]
+        with ResultStore(Path(self.run_dir) / STORE) as store:
+            if all(store.has_point(k, meta["sha256"]) for k in keys):
+                return []
+            acc, seconds = vote_curve(model, test, meta["noise"], self.sigma_val, self.votes, trials=self.trials,
+                                      seed=self.seed, stream=(meta["sha256"],))
+            points = []
+            for k, key in enumerate(keys):
+                runs = tuple(acc[:, k].tolist())
+                mean, se = mean_stderr(runs)
+                points.append(Point(key, len(runs), mean, se, seconds / self.votes, meta["sha256"], runs))
+            store.replace_points(points)
+        return points
+
+
+class LocalExecutor:
+    """Runs tasks one after another in this process."""
+
+    def map(self, tasks: Sequence, *, desc: str = "", progress: bool = True,
+            on_result: Callable | None = None) -> list:
+        from tqdm.auto import tqdm
+
+        results = []
+        for task in tqdm(tasks, desc=desc, disable=not progress or len(tasks) < 2, unit="task"):
+            result = task.run()
+            if on_result is not None:
+                on_result(task, result)
+            results.append(result)
+        return results
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run(task):
+    return task.run()
+
+
+class ProcessExecutor:
+    """Runs tasks in ``workers`` local processes (spawned), splitting the CPU threads between them."""
+
+    def __init__(self, workers: int = 2) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+
+    def map(self, tasks: Sequence, *, desc: str = "", progress: bool = True,
+            on_result: Callable | None = None) -> list:
+        from tqdm.auto import tqdm
+
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                                 initargs=(threads,)) as pool:
+            results = []
+            iterator = pool.map(_run, tasks)
+            for task, result in tqdm(zip(tasks, iterator), total=len(tasks), desc=desc,
+                                     disable=not progress or len(tasks) < 2, unit="task"):
+                if on_result is not None:
+                    on_result(task, result)
+                results.append(result)
+        return results
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep did: trained models, points computed now and points found done."""
+
+    run_dir: Path
+    checkpoints: dict[float, str] = field(default_factory=dict)
+    computed: int = 0
+    skipped: int = 0
+
+
+def run_sweep(
+    plan: Plan,
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    data_dir: str | None = None,
+    device: str = "auto",
+    executor: LocalExecutor | ProcessExecutor | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> SweepSummary:
+    """Run (or resume) the whole grid of ``plan`` in ``run_dir``.
+
+    Raises:
+        StoreError: ``run_dir`` holds another experiment, profile or seed.
+    """
+    run_dir = Path(run_dir)
+    executor = executor or LocalExecutor()
+    with ResultStore(run_dir / STORE) as store:
+        store.claim(experiment=plan.name, profile=plan.profile, seed=str(seed), model=plan.model,
+                    dataset=plan.dataset, noise=plan.noise)
+    log(f"{plan.name} ({plan.profile}): {len(plan.sigma_train)} models x {len(plan.sigma_val)} sigma_val, "
+        f"{plan.runs} runs/point{f', voting up to K={plan.votes}' if plan.votes else ''} -> {run_dir}")
+    summary = SweepSummary(run_dir)
+
+    trains = [TrainTask(plan.train_spec(s, seed), str(run_dir), plan.name, data_dir, device, progress)
+              for s in plan.sigma_train]
+
+    def trained(task: TrainTask, sha: str) -> None:
+        with ResultStore(run_dir / STORE) as store:
+            last = [e for e in store.epochs(plan.name) if e["sigma_train"] == round(task.spec.sigma_train, 9)]
+        if last:
+            e = last[-1]
+            log(f"trained {task.spec.key}: {e['epoch']} epochs, clean test accuracy {100 * e['val_accuracy']:.2f}%")
+
+    executor.map(trains, desc="training", progress=progress, on_result=trained)
+    summary.checkpoints = {t.spec.sigma_train: str(t.checkpoint) for t in trains}
+
+    common = dict(run_dir=str(run_dir), experiment=plan.name, seed=seed, data_dir=data_dir, device=device,
+                  eval_limit=plan.eval_limit)
+    evals = [EvalTask(checkpoint=str(t.checkpoint), sigma_val=v, runs=plan.runs, target=plan.target, **common)
+             for t in trains for v in plan.sigma_val]
+    votes = [VoteTask(checkpoint=str(t.checkpoint), sigma_val=v, votes=plan.votes, trials=plan.vote_trials, **common)
+             for t in trains for v in plan.vote_sigma_val] if plan.votes else []
+
+    def counted(task, result) -> None:
+        if result:
+            summary.computed += 1
+        else:
+            summary.skipped += 1
+
+    executor.map(evals, desc="evaluating", progress=progress, on_result=counted)
+    executor.map(votes, desc="voting", progress=progress, on_result=counted)
+    return summary

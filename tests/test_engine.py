@@ -1,0 +1,230 @@
+"""The experiment engine: training, evaluation, voting, the store, sweeps, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import noisynn
+from noisynn.engine import (
+    ResultStore,
+    TrainSpec,
+    evaluate_point,
+    load_plan,
+    load_trained,
+    mean_stderr,
+    parse_range,
+    run_sweep,
+    train,
+    vote_curve,
+)
+from noisynn.engine.evaluation import majority_vote
+from noisynn.engine.training import load_data
+
+TINY_PRESET = """
+name = "tiny"
+title = "tiny digits sweep for tests"
+model = "lstm-rows"
+dataset = "digits"
+noise = "additive"
+
+[profile.quick]
+sigma_train = "0,0.8"
+sigma_val = "0,0.5,1"
+epochs = 4
+batch_size = 32
+lr = 5e-3
+runs = 5
+votes = 3
+vote_sigma_val = "1"
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_preset(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("preset") / "tiny.toml"
+    path.write_text(TINY_PRESET)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_preset, tmp_path_factory) -> Path:
+    """The tiny sweep, run once without interruption."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    summary = run_sweep(load_plan(tiny_preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
+    assert summary.computed == 2 * 3 + 2 and summary.skipped == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained_digits(tmp_path_factory):
+    """An LSTM trained conventionally (sigma_train = 0) on the embedded digits."""
+    ckpt = tmp_path_factory.mktemp("model") / "m.safetensors"
+    spec = TrainSpec("lstm-rows", "digits", "additive", 0.0, epochs=6, lr=5e-3, seed=1)
+    result = train(spec, ckpt, device="cpu", progress=False)
+    model, meta = load_trained(ckpt)
+    test = load_data("lstm-rows", "digits", "test")
+    return result, model, meta, test
+
+
+def grid(run_dir: Path) -> list[tuple]:
+    with ResultStore(run_dir / "results.sqlite") as store:
+        return [(p["kind"], p["sigma_train"], p["sigma_val"], p["votes"], p["n_runs"], p["accuracy"], p["stderr"],
+                 p["checkpoint"]) for p in store.points()]
+
+
+def test_training_learns_and_checkpoint_round_trips(trained_digits):
+    result, model, meta, test = trained_digits
+    assert result.epochs_run == 6
+    assert result.metrics["val_accuracy"] > 0.8  # chance: 0.1
+    assert meta["model"] == "lstm-rows" and meta["epoch"] == 6 and meta["sigma_train"] == 0.0
+    assert meta["package_version"] == noisynn.__version__
+    with torch.no_grad():
+        acc = (model(test.x).argmax(1) == test.y).float().mean().item()
+    assert acc == pytest.approx(result.metrics["val_accuracy"], abs=1e-6)
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    spec2 = TrainSpec("rnn-rows", "digits", "multiplicative", 0.5, epochs=2, lr=3e-3, seed=3)
+    spec4 = TrainSpec("rnn-rows", "digits", "multiplicative", 0.5, epochs=4, lr=3e-3, seed=3)
+    train(spec2, tmp_path / "a.safetensors", device="cpu", progress=False)  # "interrupted" after 2 epochs
+    resumed = train(spec4, tmp_path / "a.safetensors", device="cpu", progress=False)
+    assert resumed.epochs_run == 2
+    straight = train(spec4, tmp_path / "b.safetensors", device="cpu", progress=False)
+    a, _ = load_trained(tmp_path / "a.safetensors")
+    b, _ = load_trained(tmp_path / "b.safetensors")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert resumed.metrics["val_accuracy"] == straight.metrics["val_accuracy"]
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    train(TrainSpec("rnn-rows", "digits", "additive", 0.0, epochs=1, seed=0), tmp_path / "m.safetensors",
+          device="cpu", progress=False)
+    with pytest.raises(noisynn.CheckpointError, match="other settings.*sigma_train: 0.0 -> 0.5"):
+        train(TrainSpec("rnn-rows", "digits", "additive", 0.5, epochs=2, seed=0), tmp_path / "m.safetensors",
+              device="cpu", progress=False)
+
+
+def test_evaluation_runs_statistics_and_reproducibility(trained_digits):
+    _, model, meta, test = trained_digits
+    clean = evaluate_point(model, test, "additive", 0.0, runs=40)
+    assert clean.n_runs == 1  # deterministic: one run is exact
+    a = evaluate_point(model, test, "additive", 0.8, runs=12, seed=5)
+    b = evaluate_point(model, test, "additive", 0.8, runs=12, seed=5)
+    c = evaluate_point(model, test, "additive", 0.8, runs=12, seed=6)
+    assert a.accuracies == b.accuracies  # same seed, same numbers
+    assert a.accuracies != c.accuracies
+    assert len(set(a.accuracies)) > 6  # independent runs differ
+    assert a.accuracy < clean.accuracy - 0.05  # sigma_train = 0 degrades under noise
+    mean, se = mean_stderr(a.accuracies)
+    assert a.stderr == pytest.approx(torch.tensor(a.accuracies).std().item() / 12**0.5, rel=1e-6)
+    assert mean == pytest.approx(sum(a.accuracies) / 12)
+
+
+def test_runs_auto_stops_at_the_target(trained_digits):
+    _, model, _, test = trained_digits
+    loose = evaluate_point(model, test, "additive", 0.3, runs="auto", target=0.05, max_runs=100)
+    assert loose.n_runs == 20  # two groups, then 1.96 * se < 5 points
+    tight = evaluate_point(model, test, "additive", 0.3, runs="auto", target=1e-6, max_runs=40)
+    assert tight.n_runs == 40  # never reaches the target: capped
+    assert 1.96 * loose.stderr < 0.05
+
+
+def test_majority_vote_counts_and_breaks_ties_by_summed_softmax():
+    # 3 inferences of 2 samples over 3 classes
+    logits = torch.tensor([
+        [[5.0, 0.0, 0.0], [0.0, 3.0, 0.0]],
+        [[0.0, 5.0, 0.0], [0.0, 0.0, 1.0]],
+        [[0.0, 4.0, 0.0], [0.0, 2.0, 0.0]],
+    ])
+    decisions = majority_vote(logits)
+    assert decisions[:, 0].tolist() == [0, 0, 1]  # K=2 tie 0 vs 1: equal softmax sums -> first; K=3 class 1
+    assert decisions[:, 1].tolist() == [1, 1, 1]  # K=2 tie 1 vs 2: class 1 has the larger summed softmax
+    tie = torch.tensor([[[0.0, 1.0]], [[3.0, 0.0]]])  # one vote each; class 0's softmax sum is larger
+    assert majority_vote(tie)[1].item() == 0
+
+
+def test_voting_accuracy_rises_with_k_at_high_sigma(trained_digits):
+    _, model, _, test = trained_digits
+    acc, _ = vote_curve(model, test, "additive", 1.0, 15, trials=3, seed=2)
+    curve = acc.mean(0)
+    assert curve[-1] > curve[0] + 0.08, curve
+    assert curve[-5:].mean() > curve[:5].mean()
+    clean, _ = vote_curve(model, test, "additive", 0.0, 5)
+    assert torch.all(clean == clean[0, 0])  # without noise every K gives the clean accuracy
+
+
+def test_parse_range():
+    assert parse_range("0:1:0.1") == [round(0.1 * i, 9) for i in range(11)]
+    assert parse_range("0, 0.5,1") == [0.0, 0.5, 1.0]
+    for bad in ("1:0:0.1", "0:1", "a:b:c", "0:1:0", "", "0,-1"):
+        with pytest.raises(ValueError):
+            parse_range(bad)
+
+
+def test_sweep_skips_finished_work_and_owns_its_directory(tiny_preset, reference_run):
+    before = grid(reference_run)
+    again = run_sweep(load_plan(tiny_preset, "quick"), reference_run, device="cpu", progress=False,
+                      log=lambda m: None)
+    assert again.computed == 0 and again.skipped == 8
+    assert grid(reference_run) == before
+    rows = {(r[0], r[1], r[2], r[3]): r for r in before}
+    assert len(rows) == 6 + 2 * 3 and {r[1] for r in before} == {0.0, 0.8}  # 6 points, 2 voting curves K=1..3
+    assert rows[("noisy", 0.0, 1.0, 1)][5] < rows[("noisy", 0.8, 1.0, 1)][5]  # DNI holds up under noise
+    with pytest.raises(noisynn.NoisynnError, match="holds experiment 'tiny'"):
+        run_sweep(load_plan("demo", "quick"), reference_run, device="cpu", progress=False)
+
+
+def _count(db: Path, table: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _kill_when(cmd: list[str], db: Path, table: str, at_least: int, timeout: float = 120) -> None:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while _count(db, table) < at_least:
+            assert proc.poll() is None, "the sweep finished before it could be killed"
+            assert time.monotonic() < deadline, "timed out waiting to kill the sweep"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_mid_training_and_mid_evaluation_then_resume(tiny_preset, reference_run, tmp_path):
+    run = tmp_path / "killed"
+    db = run / "results.sqlite"
+    cmd = [sys.executable, "-m", "noisynn", "sweep", str(tiny_preset), "--profile", "quick", "--out", str(run),
+           "--device", "cpu"]
+    _kill_when(cmd, db, "epochs", 2)  # inside the training of the first model
+    epochs_before = _count(db, "epochs")
+    assert 2 <= epochs_before < 8
+    _kill_when(cmd, db, "points", 2)  # training done, in the middle of the evaluation
+    with sqlite3.connect(db) as conn:
+        before = conn.execute("SELECT id, created, accuracy FROM points").fetchall()
+    assert 2 <= len(before) < 8
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as conn:
+        after = {row[0]: row for row in conn.execute("SELECT id, created, accuracy FROM points")}
+    for row in before:  # no finished point was recomputed
+        assert after[row[0]] == row
+    # the killed-and-resumed grid equals an uninterrupted one with the same seed (reproducibility)
+    assert grid(run) == grid(reference_run)
