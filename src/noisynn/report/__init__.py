@@ -1,40 +1,40 @@
-"""Reports of a run directory (placeholder until the report module lands): an accuracy figure and a table."""
+"""Reports of a run directory: figures (PNG/SVG), CSV tables and a self-contained HTML page.
+
+``noisynn report DIR`` / :func:`write_report` reads a sweep's ``results.sqlite`` and its
+checkpoints and writes ``DIR/report/``: ``report.html`` (referencing the PNGs beside it),
+every figure as PNG and SVG, and CSV tables. The page puts the papers' published numbers
+(:mod:`noisynn.report.published`, data in ``noisynn/published/papers.json``) next to the
+measured ones.
+
+The pieces are usable on their own:
+
+* :mod:`noisynn.report.figures`: one function per figure, each returning a matplotlib
+  ``Figure`` (accuracy / error rate against σ_val, heat map, learning curves, LSTM state
+  distributions, weight histograms and power, softmax over noisy runs, voting, stroke lengths);
+* :mod:`noisynn.report.analysis`: the computations (state distributions, weight power,
+  softmax runs, voting cost) returning arrays;
+* :mod:`noisynn.report.published`: the published cells and claims, and their match to a run.
+"""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
-__all__ = ["write_report"]
+from noisynn.report.builder import Report, ReportError, build_report
+
+__all__ = ["write_report", "build_report", "Report", "ReportError"]
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.html`` and ``accuracy.png`` for the sweep in ``run_dir``; return the HTML path."""
-    import matplotlib
+def write_report(run_dir: str | Path, out: str | Path | None = None, **options) -> Path:
+    """Write ``report.html`` (and figures, tables) for the sweep in ``run_dir``; return its path.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Args:
+        run_dir: a sweep's ``--out`` directory.
+        out: the report folder (default ``run_dir/report``).
+        **options: passed to :func:`build_report` (``data_dir``, ``device``,
+            ``softmax_runs``, ``state_samples``, ``model_figures``, ``log``).
 
-    from noisynn.engine.store import ResultStore
-
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    with ResultStore(run_dir / "results.sqlite") as store:
-        points = store.points(kind="noisy")
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
-    for st in sorted({p["sigma_train"] for p in points}):
-        rows = sorted((p for p in points if p["sigma_train"] == st), key=lambda p: p["sigma_val"])
-        ax.errorbar([p["sigma_val"] for p in rows], [100 * p["accuracy"] for p in rows],
-                    yerr=[100 * p["stderr"] for p in rows], marker="o", ms=3, capsize=2, label=f"σ_train = {st:g}")
-    ax.set_xlabel("σ_val")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8)
-    fig.savefig(out / "accuracy.png", dpi=120)
-    plt.close(fig)
-    rows = "".join(f"<tr><td>{p['sigma_train']:g}</td><td>{p['sigma_val']:g}</td><td>{100 * p['accuracy']:.2f}</td>"
-                   f"<td>{100 * p['stderr']:.2f}</td></tr>" for p in points)
-    page = out / "report.html"
-    page.write_text(f"<!doctype html><meta charset='utf-8'><h1>{html.escape(str(run_dir))}</h1>"
-                    f"<img src='accuracy.png'><table>{rows}</table>")
-    return page
+    Raises:
+        ReportError: ``run_dir`` has no ``results.sqlite``.
+    """
+    return build_report(run_dir, out, **options).html

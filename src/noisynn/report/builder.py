@@ -1,0 +1,663 @@
+"""Build the report of a run directory: figures (PNG + SVG), CSV tables, ``report.html``.
+
+Everything is read from the run directory as it is now: ``results.sqlite`` (points,
+voting points, learning curves, meta) and the checkpoints in ``models/`` (weights,
+LSTM states, softmax runs). A sweep still running gives the report of what is finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from noisynn.errors import NoisynnError
+from noisynn.report import analysis, figures, published
+from noisynn.report.render import esc, figure, fmt_pct, fmt_pp, page, table
+
+__all__ = ["Report", "ReportError", "build_report"]
+
+STORE = "results.sqlite"
+#: Point kinds of the attack experiments (paper 2, sec. 4) and what they measure.
+ADVERSARIAL_KINDS = {
+    "adversarial": "black-box PGD examples transferred from the source network NN_adv",
+    "adversarial-eot": "white-box PGD examples made on the noisy network itself (EOT gradients)",
+}
+
+
+class ReportError(NoisynnError):
+    """The directory is not a run directory (no results database)."""
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote.
+
+    Attributes:
+        html: the page (``OUT/report.html``).
+        out: the report folder.
+        figures: figure file stems (each has ``.png`` and ``.svg`` in ``out``).
+        tables: CSV file names in ``out``.
+        comparison: rows of :func:`published.compare` (published cells of this run).
+        claims: rows of :func:`published.check_claims`.
+        notes: what was skipped and why.
+        meta: the store's meta (experiment, profile, ...).
+    """
+
+    html: Path
+    out: Path
+    figures: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+    comparison: list[dict] = field(default_factory=list)
+    claims: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"html": str(self.html), "out": str(self.out), "figures": self.figures, "tables": self.tables,
+                "comparison": self.comparison, "claims": self.claims, "notes": self.notes, "meta": self.meta}
+
+
+PROFILE_TEXT = {
+    "paper": ("paper", ("Profile <b>paper</b>: the papers' settings (full data, epochs and runs per point). "
+                        "Differences from the published numbers are differences in the reproduction.")),
+    "quick": ("quick", ("Profile <b>quick</b>: a reduced run (fewer epochs, a subset of the training data, few runs "
+                        "per point) that takes minutes, not the papers' settings. Its numbers show the trends; they "
+                        "are not expected to match the published values.")),
+}
+
+
+def _s(x: float) -> float:
+    return round(float(x), 9)
+
+
+class _Writer:
+    """Saves figures and CSV tables into the report folder and remembers them."""
+
+    def __init__(self, out: Path, dpi: int = 130) -> None:
+        self.out, self.dpi = out, dpi
+        self.figures: list[str] = []
+        self.tables: list[str] = []
+
+    def fig(self, stem: str, fig) -> str:
+        fig.savefig(self.out / f"{stem}.png", dpi=self.dpi)
+        fig.set_layout_engine("none")  # keep the layout just computed: the SVG is the same figure, faster
+        fig.savefig(self.out / f"{stem}.svg")
+        self.figures.append(stem)
+        return stem
+
+    def csv(self, name: str, rows: list[dict], columns: list[str]) -> str:
+        with open(self.out / name, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+        self.tables.append(name)
+        return name
+
+
+def _checkpoints(run_dir: Path, seed: int | None, model: str | None) -> dict[float, tuple[Path, dict]]:
+    """``{sigma_train: (checkpoint, metadata)}`` of the run's trained models of ``model`` (any epoch).
+
+    Other networks in ``models/`` (an attack's source network NN_adv) are left out.
+    """
+    from noisynn.engine.checkpoint import read_metadata
+
+    found: dict[float, tuple[Path, dict]] = {}
+    for path in sorted((run_dir / "models").glob("*.safetensors")):
+        try:
+            meta = read_metadata(path)
+        except NoisynnError:
+            continue
+        if seed is not None and int(meta.get("seed", 0)) != seed:
+            continue
+        if model is not None and meta.get("model") != model:
+            continue
+        found.setdefault(_s(meta["sigma_train"]), (path, meta))
+    return dict(sorted(found.items()))
+
+
+def _expected(meta: dict, points: list[dict]) -> dict | None:
+    """The grid the run's preset plans (to tell a partial sweep), if the preset is known and fits."""
+    from noisynn.engine.presets import PresetError, load_plan
+
+    try:
+        plan = load_plan(meta.get("experiment", ""), meta.get("profile", "quick"))
+    except (PresetError, OSError):
+        return None
+    if (plan.model, plan.dataset, plan.noise) != (meta.get("model"), meta.get("dataset"), meta.get("noise")):
+        return None
+    st, sv = {_s(v) for v in plan.sigma_train}, {_s(v) for v in plan.sigma_val}
+    noisy = [p for p in points if p["kind"] == "noisy"]
+    if any(_s(p["sigma_train"]) not in st or _s(p["sigma_val"]) not in sv for p in noisy):
+        return None
+    return {"models": len(st), "noisy": len(st) * len(sv), "sigma_train": sorted(st), "sigma_val": sorted(sv),
+            "vote_sigma_val": sorted(_s(v) for v in plan.vote_sigma_val),
+            "vote": len(st) * len(plan.vote_sigma_val) * plan.votes if plan.votes else 0,
+            "epochs": int(plan.train.get("epochs", 0))}
+
+
+def build_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    softmax_runs: int = 10_000,
+    state_samples: int = 300,
+    model_figures: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Report:
+    """Write the report of ``run_dir`` into ``out`` (default ``run_dir/report``).
+
+    Args:
+        run_dir: a sweep's ``--out`` directory (``results.sqlite``, ``models/``).
+        out: the report folder (created); it is self-contained: ``report.html``
+            references the PNGs beside it.
+        data_dir: where the data sets are (for the figures that run a model on test
+            inputs: LSTM states, softmax runs, stroke lengths).
+        device: where those models run.
+        softmax_runs: noisy runs of the one test input (paper 2: 10,000).
+        state_samples: test samples whose LSTM states are collected.
+        model_figures: ``False`` skips the figures that load checkpoints.
+        log: called with progress messages.
+
+    Raises:
+        ReportError: ``run_dir`` has no results database.
+    """
+    from noisynn import __version__
+    from noisynn.engine.store import ResultStore
+
+    say = log or (lambda _m: None)
+    run_dir = Path(run_dir)
+    if not (run_dir / STORE).is_file():
+        raise ReportError(f"{run_dir} has no {STORE}: give the --out directory of a sweep")
+    out = Path(out) if out is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    with ResultStore(run_dir / STORE) as store:
+        meta = store.meta()
+        all_points = store.points()
+        all_epochs = store.epochs()
+    experiment = meta.get("experiment") or (all_points[0]["experiment"] if all_points else "")
+    points = [p for p in all_points if p["experiment"] == experiment] if experiment else all_points
+    epochs = [e for e in all_epochs if e["experiment"] == experiment] if experiment else all_epochs
+    others = sorted({p["experiment"] for p in all_points} - {experiment})
+    noise = meta.get("noise") or (points[0]["noise"] if points else None)
+    profile = meta.get("profile", "unknown")
+    seed = int(meta["seed"]) if meta.get("seed", "").lstrip("-").isdigit() else None
+    w = _Writer(out)
+    report = Report(html=out / "report.html", out=out, meta=meta)
+    notes = report.notes
+    sections: list[tuple[str, str, str]] = []  # (id, title, html)
+    title = experiment or run_dir.name
+    if others:
+        notes.append(f"the store also holds points of {', '.join(others)}; this report covers {experiment} only")
+
+    noisy = [p for p in points if p["kind"] == "noisy"]
+    votes = [p for p in points if p["kind"] == "vote"]
+    grid = analysis.accuracy_grid(points)
+    expected = _expected(meta, points)
+
+    # -- comparison with the papers ----------------------------------------------------------
+    matched = published.matching_experiments(meta)
+    cells = [c for c in published.published_cells() if c.experiment in matched]
+    comparison = published.compare(cells, points)
+    for row in comparison:
+        row["profile"] = profile
+        row["matched_by"] = matched.get(row["experiment"], "")
+    report.comparison = comparison
+    claim_rows = published.check_claims([c for c in published.claims() if c.experiment in matched], points)
+    if expected is not None and len(noisy) < expected["noisy"]:
+        for row in claim_rows:  # no better point *yet*: the rest of the grid may still have one
+            if row["type"] == "exists_above_reference" and row["status"] == "fail":
+                row["status"] = "fail (partial)"
+    report.claims = claim_rows
+    w.csv("comparison.csv", comparison, [
+        "id", "paper", "source", "row", "experiment", "kind", "sigma_train", "sigma_val", "votes", "value",
+        "measured", "difference", "stderr", "n_runs", "votes_measured", "point_id", "measured_best",
+        "measured_best_sigma_train", "profile", "note", "matched_by"])
+    w.csv("claims.csv", claim_rows, ["id", "paper", "source", "experiment", "text", "status", "measured", "at",
+                                     "coverage", "detail"])
+    sections.append(("published", "Published against measured", ""))  # filled in once the models are read
+    weight_cmp: list[dict] = []
+
+    # -- accuracy against sigma_val ------------------------------------------------------------
+    body = []
+    if noisy:
+        w.fig("accuracy", figures.accuracy_vs_sigma(noisy, title=title, noise=noise))
+        w.fig("error_rate", figures.accuracy_vs_sigma(noisy, error_rate=True, title=title, noise=noise))
+        w.fig("heatmap", figures.accuracy_heatmap(noisy, title=title, noise=noise,
+                                                  sigma_train=expected["sigma_train"] if expected else (),
+                                                  sigma_val=expected["sigma_val"] if expected else ()))
+        body += [
+            figure("accuracy", "accuracy against sigma_val",
+                   "Accuracy against σ_val, one curve per σ_train (paper 1, figs. 2 and 10; paper 2, figs. 2, 6, 7). "
+                   "Each point is the mean over the noisy runs, the error bar its standard error; the red dashed "
+                   "line is σ_train = σ_val = 0."),
+            figure("error_rate", "error rate against sigma_val",
+                   "Error rate (100 − accuracy) on a logarithmic axis, as paper 2 plots it."),
+            figure("heatmap", "accuracy grid",
+                   "The (σ_train × σ_val) grid, accuracy (%) in each cell; grey cells are not measured (yet)."),
+        ]
+    else:
+        body.append("<p class=\"note\">No noisy point has been measured yet.</p>")
+    w.csv("points.csv", points, ["id", "experiment", "model", "dataset", "noise", "kind", "sigma_train",
+                                 "sigma_val", "votes", "n_runs", "seed", "accuracy", "stderr", "seconds",
+                                 "checkpoint"])
+    grid_rows = []
+    for i, st in enumerate(grid.sigma_train):
+        row = {"sigma_train": st}
+        for j, sv in enumerate(grid.sigma_val):
+            row[f"{sv:g}"] = "" if not np.isfinite(grid.accuracy[i, j]) else grid.accuracy[i, j]
+        grid_rows.append(row)
+    w.csv("grid_accuracy.csv", grid_rows, ["sigma_train"] + [f"{sv:g}" for sv in grid.sigma_val])
+    sections.append(("accuracy", "Accuracy against σ_val", "\n".join(body)))
+
+    # -- adversarial examples (paper 2, sec. 4) ----------------------------------------------------
+    adv_kinds = sorted({p["kind"] for p in points if p["kind"] in ADVERSARIAL_KINDS})
+    if adv_kinds:
+        body = []
+        for kind in adv_kinds:
+            stem = kind.replace("adversarial", "adv").replace("-", "_")
+            w.fig(stem, figures.accuracy_vs_sigma(points, kind=kind, title=title, noise=noise))
+            body.append(figure(stem, f"{kind} accuracy against sigma_val",
+                               f"Accuracy on {esc(ADVERSARIAL_KINDS[kind])} against σ_val, one curve per σ_train "
+                               "(paper 2, table 11); the red line is the natural accuracy at σ_train = σ_val = 0."))
+        sections.append(("adversarial", "Adversarial examples under noisy inference", "\n".join(body)))
+
+    # -- learning curves -----------------------------------------------------------------------
+    if epochs:
+        w.fig("learning_curves", figures.learning_curves(epochs, title=title))
+        w.csv("learning_curves.csv", epochs, ["experiment", "model", "noise", "sigma_train", "seed", "epoch",
+                                              "batches", "train_loss", "train_accuracy", "val_loss",
+                                              "val_accuracy", "seconds", "checkpoint"])
+        sections.append(("learning", "Learning curves", figure(
+            "learning_curves", "learning curves",
+            "Validation accuracy and loss (noise-free, on the test split, after every epoch) against the number "
+            "of mini-batches trained, one curve per σ_train (paper 2, fig. 3).")))
+    else:
+        notes.append("no learning curve: no training epoch is recorded in the store")
+
+    # -- models: weights, states, softmax --------------------------------------------------------
+    layers = None
+    models_html = []
+    if model_figures:
+        ckpts = _checkpoints(run_dir, seed, meta.get("model"))
+        if ckpts:
+            layers = _model_sections(ckpts, w, sections, notes, matched, grid, noise, title, data_dir, device,
+                                     softmax_runs, state_samples, say, models_html, expected, weight_cmp)
+        else:
+            notes.append("no checkpoint in models/: weight, state and softmax figures skipped")
+    else:
+        notes.append("model figures skipped (model_figures=False / --no-models)")
+
+    # -- voting ----------------------------------------------------------------------------------
+    if votes:
+        sections.append(("voting", "Voting", _voting_section(votes, w, title, noise, layers, points)))
+
+    # -- runs used -------------------------------------------------------------------------------
+    runs = analysis.runs_summary(points, published.paper_runs(experiment) or _paper_runs_for_model(meta))
+    sections.append(("runs", "Noisy runs used", _runs_html(runs, experiment)))
+
+    # -- strokes ---------------------------------------------------------------------------------
+    if meta.get("dataset") == "mnist-strokes":
+        try:
+            from noisynn import data as datasets
+
+            train = datasets.load("mnist-strokes", "train", data_dir=data_dir)
+            lengths = np.asarray(train.meta["lengths"])
+            w.fig("stroke_lengths", figures.stroke_lengths(lengths, max_len=int(train.meta.get("max_len", 50)),
+                                                           title="MNIST pen strokes, training split"))
+            sections.append(("strokes", "Stroke-sequence lengths", figure(
+                "stroke_lengths", "stroke length histogram",
+                "Number of pen points per MNIST training digit (paper 1, fig. 6: mostly between 20 and 60); the "
+                "LSTM reads the first 50.")))
+        except NoisynnError as exc:
+            notes.append(f"stroke-length histogram skipped: {str(exc).splitlines()[0]}")
+
+    # -- page --------------------------------------------------------------------------------------
+    if weight_cmp:
+        w.csv("weight_power_comparison.csv", weight_cmp, ["id", "paper", "source", "experiment", "quantity",
+                                                          "sigma_train", "value", "measured", "difference",
+                                                          "measured_without_norm"])
+    sections[0] = ("published", "Published against measured",
+                   _comparison_html(comparison, claim_rows, matched, profile, meta, weight_cmp))
+    summary = _summary_html(run_dir, meta, profile, points, noisy, votes, epochs, expected, models_html)
+    nav = "<nav><h2>Contents</h2><ul>" + "".join(
+        f'<li><a href="#{sid}">{esc(stitle)}</a></li>' for sid, stitle, _ in sections) + (
+        '<li><a href="#files">Files and notes</a></li></ul></nav>')
+    files = ("<section id=\"files\"><h2>Files</h2><p>CSV tables: "
+             + ", ".join(f'<a href="{esc(t)}">{esc(t)}</a>' for t in w.tables)
+             + ". Every figure is also an SVG beside its PNG.</p>"
+             + ("<h3>Notes</h3><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>" if notes else "")
+             + "</section>")
+    body = (f"<header><h1>noisynn report: {esc(title)}</h1>{summary}</header>\n{nav}\n"
+            + "\n".join(f'<section id="{sid}"><h2>{esc(stitle)}</h2>\n{shtml}\n</section>'
+                        for sid, stitle, shtml in sections)
+            + f"\n{files}\n<footer><p class=\"note\">Generated by noisynn {esc(__version__)} on "
+            f"{esc(time.strftime('%Y-%m-%d %H:%M:%S'))} from <code>{esc(run_dir)}</code>.</p></footer>")
+    report.html.write_text(page(f"noisynn report: {title}", body), encoding="utf-8")
+    report.figures, report.tables = w.figures, w.tables
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+def _paper_runs_for_model(meta: dict) -> int:
+    """The runs per point of the paper a network comes from (paper 1: 40 for the RNNs; paper 2: 50)."""
+    return 40 if str(meta.get("model", "")).startswith(("lstm-rows", "rnn-")) else 50
+
+
+def _summary_html(run_dir, meta, profile, points, noisy, votes, epochs, expected, models_html) -> str:
+    cls, text = PROFILE_TEXT.get(profile, ("other", f"Profile <b>{esc(profile)}</b>."))
+    parts = [f'<p class="banner {cls}">{text}</p>']
+    rows = [(esc(k), esc(v)) for k, v in sorted(meta.items())]
+    rows.append(("run directory", esc(run_dir)))
+    done = f"{len(noisy)} noisy points, {len(votes)} voting points, {len(epochs)} training epochs recorded"
+    if expected:
+        complete = len(noisy) >= expected["noisy"] and len(votes) >= expected["vote"]
+        done += (f" of {expected['noisy']} noisy and {expected['vote']} voting points planned"
+                 + (": <b>complete</b>" if complete else ": <b>partial sweep</b> (what is finished so far)"))
+    rows.append(("progress", done))
+    parts.append(table([("key", {"class": "text"}), ("value", {"class": "text"})],
+                       [[(k, {"class": "text"}), (v, {"class": "text"})] for k, v in rows], id="run-meta"))
+    parts.extend(models_html)
+    return "\n".join(parts)
+
+
+def _comparison_html(rows: list[dict], claim_rows: list[dict], matched: dict, profile: str, meta: dict,
+                     weight_cmp: list[dict]) -> str:
+    if not matched:
+        return ("<p>No published number belongs to this run: the papers' tables and quoted figures are mapped to the "
+                "experiments <code>paper1-*</code> and <code>paper2-*</code> (or a run of the same network, data set "
+                "and noise). The measured grid is in the sections below.</p>")
+    parts = ["<p>Published cells matched: " + "; ".join(f"<b>{esc(k)}</b> ({esc(v)})" for k, v in matched.items())
+             + f". All measured values come from this run, profile <b>{esc(profile)}</b>.</p>"]
+    covered = [r for r in rows if r["measured"] is not None]
+    missing = len(rows) - len(covered)
+    if covered:
+        headers = ["paper", ("source", {"class": "text"}), ("row", {"class": "text"}), "σ_train", "σ_val", "K",
+                   "paper (%)", "measured (%)", "Δ (pp)", "SE (pp)", "runs", "measured best (%) at σ_train",
+                   ("profile", {"class": "text"}), ("note", {"class": "text"})]
+        body = []
+        for r in covered:
+            best = ("–" if r["measured_best"] is None
+                    else f"{fmt_pct(r['measured_best'])} at {r['measured_best_sigma_train']:g}")
+            body.append([
+                esc("1" if r["paper"] == "paper1" else "2"), (esc(r["source"]), {"class": "text"}),
+                (esc(r["row"]), {"class": "text"}), f"{r['sigma_train']:g}", f"{r['sigma_val']:g}", str(r["votes"]),
+                (fmt_pct(r["value"], 1), {"class": "paper", "data-value": repr(r["value"])}),
+                (fmt_pct(r["measured"]), {"class": "measured", "data-point-id": r["point_id"],
+                                          "data-value": repr(r["measured"])}),
+                fmt_pp(r["difference"]), fmt_pp(r["stderr"], sign=False), str(r["n_runs"]), best,
+                (esc(r["profile"]), {"class": "text"}), (esc(r["note"]), {"class": "text"}),
+            ])
+        parts.append(table(headers, body, id="comparison"))
+        parts.append("<p class=\"note\">Δ = measured − paper in percentage points; SE = standard error of the "
+                     "measured mean over its runs (voting: over its trials). The paper's numbers are means of 40 "
+                     "(paper 1) or 50 (paper 2) runs, printed to 0.1%. \"Best\" rows take the σ_train the paper "
+                     "names for that column; the last column gives this run's own best at that σ_val.</p>")
+    else:
+        parts.append("<p>None of the published cells is covered by this run yet.</p>")
+    if missing:
+        parts.append(f"<p class=\"note\">{missing} further published cell(s) of these experiments are not covered by "
+                     "this run (σ_train / σ_val / K not in its grid, or not measured yet); comparison.csv lists them "
+                     "with an empty measured value.</p>")
+    if claim_rows:
+        body = []
+        for c in claim_rows:
+            status = c["status"]
+            cls = "pass" if status.startswith("pass") else "fail" if status == "fail" else "na"
+            body.append([(esc(c["source"]), {"class": "text"}), (esc(c["text"]), {"class": "text"}),
+                         (esc(status), {"class": cls}), (esc(c["detail"]), {"class": "text"}),
+                         (esc(c["coverage"]), {"class": "text"})])
+        parts.append("<h3>Bounds stated in the text (claims)</h3>")
+        parts.append(table([("source", {"class": "text"}), ("claim", {"class": "text"}), "status",
+                            ("measured", {"class": "text"}), ("coverage", {"class": "text"})], body, id="claims"))
+    if weight_cmp:
+        norm = any(r["measured_without_norm"] is not None for r in weight_cmp)
+        parts.append("<h3>Weight power</h3>")
+        parts.append(table(
+            ["paper", ("source", {"class": "text"}), ("quantity", {"class": "text"}), "σ_train", "paper", "measured",
+             "Δ"] + (["measured without batch-norm scale/shift"] if norm else []) + [("profile", {"class": "text"})],
+            [[esc("1" if r["paper"] == "paper1" else "2"), (esc(r["source"]), {"class": "text"}),
+              (esc(r["quantity"].replace("sqrt(E[w^2])", "√E[w²]").replace("E[w^2]", "E[w²]")), {"class": "text"}),
+              f"{r['sigma_train']:g}", f"{r['value']:.3f}",
+              "–" if r["measured"] is None else f"{r['measured']:.4f}",
+              "–" if r["difference"] is None else f"{r['difference']:+.4f}"]
+             + (["–" if r["measured_without_norm"] is None else f"{r['measured_without_norm']:.4f}"] if norm else [])
+             + [(esc(profile), {"class": "text"})]
+             for r in weight_cmp], id="weight-power-comparison"))
+        parts.append("<p class=\"note\">Weights: every trainable parameter (weight matrices and kernels, biases, "
+                     "trainable batch-norm scale/shift), pooled; the papers count biases as weights. Where the network "
+                     "has batch-norm, the power without its scale/shift (γ ≈ 1 weighs heavily) is given too.</p>")
+    return "\n".join(parts)
+
+
+def _runs_html(runs: dict, experiment: str) -> str:
+    if not runs["points"]:
+        return "<p>No noisy point yet.</p>"
+    text = (f"<p>{runs['points']} noisy points used {runs['runs_used']:,} runs in total "
+            f"(per point: min {runs['runs_min']}, median {runs['runs_median']:g}, max {runs['runs_max']}; "
+            "σ_val = 0 is exact and needs one run).")
+    if runs["paper_total"]:
+        saving = runs["saving"]
+        amount = (f"<b>{100 * saving:.0f}% fewer runs</b>" if saving >= 0
+                  else f"<b>{-100 * saving:.0f}% more runs</b>")
+        text += (f" The paper's fixed {runs['paper_runs']} runs per point would have used {runs['paper_total']:,}: "
+                 f"this run used {amount}" + (
+                     ", the number of runs varying from point to point (<code>runs = \"auto\"</code>: runs are "
+                     "added until the 95% confidence half-width of each mean reaches the target)"
+                     if runs["varying"] else "") + ".")
+    elif runs["varying"]:
+        text += " The number of runs varies between points (<code>runs = \"auto\"</code>)."
+    return text + "</p>"
+
+
+def _voting_section(votes: list[dict], w: _Writer, title: str, noise: str | None, layers: int | None,
+                    points: list[dict]) -> str:
+    parts = []
+    w.fig("votes", figures.vote_accuracy(votes, title=title))
+    parts.append(figure("votes", "accuracy against the number of votes",
+                        "Accuracy of majority voting (the mode of K independent noisy inferences) against K, one "
+                        "curve per σ_val, one panel per σ_train (paper 2, fig. 11); error bars: standard error over "
+                        "the independent voting trials."))
+    kmax = max(int(p["votes"]) for p in votes)
+    top = [p for p in votes if int(p["votes"]) == kmax]
+    if len({p["sigma_val"] for p in top}) >= 2:
+        stem = f"vote_heatmap_k{kmax}"
+        w.fig(stem, figures.accuracy_heatmap(top, kind="vote", votes=kmax, title=title, noise=noise))
+        parts.append(figure(stem, "voting accuracy grid",
+                            f"Accuracy with K = {kmax} votes per (σ_train, σ_val) (paper 2, figs. 8–10 (b))."))
+        stem = f"vote_accuracy_k{kmax}"
+        w.fig(stem, figures.accuracy_vs_sigma(top, kind="vote", votes=kmax, title=title, noise=noise))
+        parts.append(figure(stem, "voting accuracy against sigma_val",
+                            f"Accuracy with K = {kmax} votes against σ_val, one curve per σ_train."))
+    ks = tuple(k for k in (1, 2, 3, 5, 10, 20, 50, kmax) if k <= kmax)
+    if layers:
+        rows = analysis.voting_cost(points, layers)
+        w.csv("voting_cost.csv", rows, ["sigma_train", "sigma_val", "votes", "accuracy", "stderr", "trials", "gain",
+                                        "layers_L", "latency_pipelined_T", "latency_sequential_T",
+                                        "latency_overhead", "power_P"])
+        # the page shows, at each sigma_val, the sigma_train with the best accuracy at K max
+        best: dict[float, tuple[float, float]] = {}
+        for r in rows:
+            if r["votes"] == kmax and (r["sigma_val"] not in best or r["accuracy"] > best[r["sigma_val"]][1]):
+                best[r["sigma_val"]] = (r["sigma_train"], r["accuracy"])
+        shown = [r for r in rows if r["votes"] in ks and r["sigma_val"] in best
+                 and r["sigma_train"] == best[r["sigma_val"]][0]]
+        parts.append(f"<h3>Cost of voting (paper 2, sec. 3.3)</h3><p>L = {layers} noisy layers an inference passes "
+                     "through (each noise site once; a recurrent layer once per time step). With every layer taking "
+                     "time T, K pipelined votes take (L + K)·T (the paper's count; a pipeline fed one input per T "
+                     "finishes after (L + K − 1)·T) instead of K·L·T one after another, against L·T for one "
+                     "inference: a latency overhead of K / L. Power is K·P for a single inference's P, whatever the "
+                     "schedule. "
+                     "Shown: at each σ_val the σ_train with the best accuracy at K = "
+                     f"{kmax}; voting_cost.csv has every (σ_train, σ_val, K).</p>")
+        parts.append(table(
+            ["σ_train", "σ_val", "K", "accuracy (%)", "gain over K = 1 (pp)", "latency, pipelined (T)",
+             "latency, sequential (T)", "latency overhead K/L", "power (P)"],
+            [[f"{r['sigma_train']:g}", f"{r['sigma_val']:g}", str(r["votes"]), fmt_pct(r["accuracy"]),
+              fmt_pp(r["gain"]), str(r["latency_pipelined_T"]), str(r["latency_sequential_T"]),
+              f"{r['latency_overhead']:.2f}", str(r["power_P"])] for r in shown], id="voting-cost"))
+    w.csv("votes.csv", votes, ["sigma_train", "sigma_val", "votes", "n_runs", "accuracy", "stderr", "seconds"])
+    return "\n".join(parts)
+
+
+def _model_sections(ckpts, w, sections, notes, matched, grid, noise, title, data_dir, device, softmax_runs,
+                    state_samples, say, models_html, expected, weight_cmp) -> int | None:
+    """Weights, LSTM states and softmax runs from the checkpoints. Returns L (noisy layers)."""
+    from noisynn.engine.seeding import generator
+    from noisynn.engine.training import load_data, load_trained
+
+    models: dict[float, tuple] = {}
+    for st, (path, meta) in ckpts.items():
+        try:
+            model, full = load_trained(path, device=device)
+        except NoisynnError as exc:
+            notes.append(f"checkpoint {path.name} skipped: {str(exc).splitlines()[0]}")
+            continue
+        models[st] = (model, full, path)
+    if not models:
+        return None
+    any_model = next(iter(models.values()))[0]
+    layers = analysis.count_noisy_layers(any_model)
+
+    # weights
+    weights = {st: analysis.weight_values(m) for st, (m, _, _) in models.items()}
+    power_rows = []
+    has_norm = False
+    for st, (m, full, path) in models.items():
+        pw = analysis.weight_power(weights[st])
+        no_norm = analysis.weight_power(analysis.weight_values(m, normalization=False))
+        has_norm = has_norm or no_norm["count"] != pw["count"]
+        metrics = full.get("metrics", {})
+        power_rows.append({"sigma_train": st, "count": pw["count"], "mean_square": pw["mean_square"], "rms": pw["rms"],
+                           "max_abs": pw["max_abs"], "count_without_norm": no_norm["count"],
+                           "mean_square_without_norm": no_norm["mean_square"], "rms_without_norm": no_norm["rms"],
+                           "epoch": full.get("epoch"), "epochs": full.get("epochs"),
+                           "clean_test_accuracy": metrics.get("val_accuracy"), "checkpoint": path.name})
+    w.csv("weight_power.csv", power_rows, ["sigma_train", "count", "mean_square", "rms", "max_abs",
+                                           "count_without_norm", "mean_square_without_norm", "rms_without_norm",
+                                           "epoch", "epochs", "clean_test_accuracy", "checkpoint"])
+    pub = [p for p in published.weight_power_published() if p["experiment"] in matched]
+    w.fig("weights", figures.weight_histograms(weights, title=title))
+    w.fig("weight_power", figures.weight_power(power_rows, published=pub, title=title))
+    rows = []
+    for r in power_rows:
+        epoch = f"{r['epoch']}/{r['epochs']}" if r["epochs"] else str(r["epoch"])
+        rows.append([f"{r['sigma_train']:g}", epoch, fmt_pct(r["clean_test_accuracy"]), f"{r['count']:,}",
+                     f"{r['mean_square']:.4f}", f"{r['rms']:.4f}"]
+                    + ([f"{r['rms_without_norm']:.4f}"] if has_norm else [])
+                    + [(esc(r["checkpoint"]), {"class": "text"})])
+    models_html.append("<h3>Trained models</h3>" + table(
+        ["σ_train", "epochs", "clean test accuracy (%)", "weights", "E[w²]", "√E[w²]"]
+        + (["√E[w²] without batch-norm scale/shift"] if has_norm else []) + [("checkpoint", {"class": "text"})],
+        rows, id="models"))
+    measured = {r["sigma_train"]: r for r in power_rows}
+    for p in pub:
+        key = "rms" if p["quantity"].startswith("sqrt") else "mean_square"
+        for q in p["points"]:
+            m = measured.get(_s(q["sigma_train"]))
+            weight_cmp.append({"id": p["id"], "paper": p["paper"], "source": p["source"], "experiment": p["experiment"],
+                               "quantity": p["quantity"], "sigma_train": _s(q["sigma_train"]), "value": q["value"],
+                               "measured": None if m is None else m[key],
+                               "difference": None if m is None else m[key] - q["value"],
+                               "measured_without_norm": None if m is None or not has_norm
+                               else m[key + "_without_norm"], "text": p["text"]})
+    sections.append(("weights", "Weights", "\n".join([
+        figure("weights", "weight histograms",
+               "Distribution of all trainable parameters of each model (paper 1, figs. 5 and 9). \"Weights\" are "
+               "all trainable parameters: weight matrices and kernels, biases (the papers count biases as weights) "
+               "and trainable batch-norm scale/shift; batch-norm running statistics are not weights."),
+        figure("weight_power", "weight power",
+               "E[w²] (paper 1: 0.013 → 0.037 for the row LSTM, 0.018 → 0.042 for the stroke LSTM) and √E[w²] "
+               "(paper 2, table 4) per model; red markers: published values for this experiment (also tabulated "
+               "under \"Published against measured\")."),
+    ])))
+
+    # test inputs for the model-running figures
+    st_lo, st_hi = min(models), max(models)
+    model_lo, meta_lo, _ = models[st_lo]
+    spec = meta_lo.get("spec", {})
+    try:
+        test = load_data(meta_lo["model"], meta_lo["dataset"], "test", data_dir=data_dir, device=device,
+                         allow_partial=spec.get("allow_partial", False), data_options=spec.get("data_options") or {})
+    except NoisynnError as exc:
+        notes.append(f"LSTM-state and softmax figures skipped: test data unavailable ({str(exc).splitlines()[0]})")
+        return layers
+    sv_hi = max(expected["sigma_val"]) if expected else (float(grid.sigma_val.max()) if len(grid.sigma_val) else 1.0)
+    if sv_hi <= 0:
+        sv_hi = 1.0
+
+    def acc_at(st: float, sv: float) -> float | None:
+        i, j = np.flatnonzero(grid.sigma_train == st), np.flatnonzero(np.isclose(grid.sigma_val, sv))
+        if len(i) and len(j) and np.isfinite(grid.accuracy[i[0], j[0]]):
+            return float(grid.accuracy[i[0], j[0]])
+        return None
+
+    # LSTM / RNN states
+    if analysis.recurrent_layer(model_lo) is not None:
+        x = test.x[:state_samples]
+        pairs = [(st_lo, 0.0), (st_lo, sv_hi)] + ([(st_hi, sv_hi)] if st_hi != st_lo else [])
+        panels: dict[str, list[dict]] = {"h": [], "c": []}
+        for st, sv in pairs:
+            model, full, _ = models[st]
+            say(f"report: recurrent states, σ_train = {st:g}, σ_val = {sv:g}")
+            gen = generator(0, "report-states", full["sha256"], float(sv))
+            states = analysis.recurrent_states(model, x, noise, sv, generator=gen)
+            for key, values in states.items():
+                panels[key].append({"label": f"σ_train = {st:g}, σ_val = {sv:g}", "values": values,
+                                    "accuracy": acc_at(st, sv),
+                                    "noise_std": sv if (noise == "additive" and sv > 0) else None})
+        parts = []
+        for key, what in (("h", "output (hidden) state h_t"), ("c", "internal (cell) state c_t")):
+            if panels[key]:
+                stem = f"states_{key}"
+                w.fig(stem, figures.state_distributions(panels[key], state=key, title=title))
+                pair_text = "; ".join(f"σ_train = {st:g}, σ_val = {sv:g}" for st, sv in pairs)
+                parts.append(figure(stem, f"distribution of the {what}",
+                                    f"Distribution of the {what} at every time step over {len(x)} test samples, "
+                                    f"noise-free and noisy (paper 1, figs. 3/4 and 7/8), for ({esc(pair_text)}): "
+                                    "conventional training without and with inference noise"
+                                    + (", and noise-injected training with inference noise" if len(pairs) > 2 else "")
+                                    + ". Colour: time step"
+                                    + ("; dashed blue: the density of the additive noise N(0, σ_val²)."
+                                       if noise == "additive" else ".")))
+        sections.append(("states", "Recurrent states", "\n".join(parts)))
+
+    # softmax runs of one input
+    if softmax_runs > 0:
+        idx = analysis.pick_input(test.y, 6)
+        label = int(test.y[idx])
+        sigmas = [round(float(v), 3) for v in np.linspace(0.0, sv_hi, 6)]
+        parts = []
+        for st in sorted({st_lo, st_hi}):
+            model, full, _ = models[st]
+            probs = {}
+            for sv in sigmas:
+                cache = w.out / "cache" / f"softmax-{full['sha256'][:16]}-{idx}-{sv:g}-{softmax_runs}.npy"
+                if cache.is_file():
+                    probs[sv] = np.load(cache)
+                    continue
+                say(f"report: {softmax_runs} noisy runs of one input, σ_train = {st:g}, σ_val = {sv:g}")
+                gen = generator(0, "report-softmax", full["sha256"], float(sv))
+                runs = softmax_runs if sv > 0 else 1
+                probs[sv] = analysis.softmax_runs(model, test.x[idx], noise, sv, runs, generator=gen)
+                if sv == 0:  # exact inference: every run is the same
+                    probs[sv] = np.repeat(probs[sv], softmax_runs, axis=0)
+                cache.parent.mkdir(exist_ok=True)
+                np.save(cache, probs[sv])
+            stem = f"softmax_st{st:g}"
+            w.fig(stem, figures.softmax_distribution(probs, label=label, title=f"{title}, σ_train = {st:g}"))
+            parts.append(figure(stem, f"softmax distribution sigma_train {st:g}",
+                                f"Histogram of each of the {probs[sigmas[0]].shape[1]} softmax outputs of test input "
+                                f"#{idx} (class {label}) over {softmax_runs:,} independent noisy runs at σ_val = "
+                                f"{', '.join(f'{s:g}' for s in sigmas)}; model trained with σ_train = {st:g} "
+                                "(paper 2, figs. 4 and 5: σ_train = 0 and 1). Mass at the right means the class is "
+                                "often given a high probability."))
+        sections.append(("softmax", "Softmax outputs over noisy runs", "\n".join(parts)))
+    return layers
