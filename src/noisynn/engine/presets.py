@@ -16,6 +16,10 @@ target             95% confidence half-width for ``runs = "auto"`` (fraction, de
 votes              largest K of majority voting (0 or absent: no voting)
 vote_sigma_val     the sigma_val at which voting is measured (default: all of sigma_val)
 vote_trials        independent voting trials per point (default 1)
+adversarial        adversarial training: PGD ``{eps, alpha, steps, restarts, fraction}``
+attack             a transfer-attack sweep (paper 2, sec. 4): ``{eps, alpha, steps,
+                   restarts, limit, eot, eot_steps, eot_restarts, eot_limit}``; the
+                   top-level key ``source_model`` names NN_adv (``model`` is NN_val)
 =================  =====================================================================
 
 The presets shipped with noisynn are listed by ``noisynn presets``; a user's own file
@@ -38,7 +42,7 @@ __all__ = ["Plan", "list_presets", "load_plan", "PresetError"]
 _PROFILE_KEYS = {
     "sigma_train", "sigma_val", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
     "train_limit", "runs", "target", "votes", "vote_sigma_val", "vote_trials", "augment", "allow_partial",
-    "data_options", "eval_limit",
+    "data_options", "eval_limit", "adversarial", "attack",
 }
 
 
@@ -120,6 +124,7 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
         votes = int(p.pop("votes", 0))
         vote_sigma_val = tuple(parse_sigmas(p.pop("vote_sigma_val"))) if "vote_sigma_val" in p else (
             sigma_val if votes else ())
+        attack = _attack_section(doc, p.pop("attack", None))
         runs = p.pop("runs", 40)
         if runs != "auto" and (not isinstance(runs, int) or runs < 1):
             raise ValueError(f"runs must be a positive integer or 'auto', got {runs!r}")
@@ -128,9 +133,23 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
             model=doc["model"], dataset=doc["dataset"], noise=doc["noise"],
             sigma_train=sigma_train, sigma_val=sigma_val, runs=runs, target=float(p.pop("target", 0.0005)),
             votes=votes, vote_sigma_val=vote_sigma_val, vote_trials=int(p.pop("vote_trials", 1)),
-            eval_limit=p.pop("eval_limit", None), source=str(path), train=p,
+            eval_limit=p.pop("eval_limit", None), source=str(path), train=p, extra=attack,
         )
         plan.train_spec(sigma_train[0], 0)  # validates model, noise, optimiser, numbers
     except (KeyError, ValueError, TypeError, NoisynnError) as exc:
         raise PresetError(f"preset {path}, profile {profile!r}: {str(exc).splitlines()[0]}") from None
     return plan
+
+
+_ATTACK_KEYS = {"eps", "alpha", "steps", "restarts", "limit", "eot", "eot_steps", "eot_restarts", "eot_limit"}
+
+
+def _attack_section(doc: dict, attack: dict | None) -> dict:
+    """``{"attack": ..., "source_model": ...}`` for a transfer-attack preset, else ``{}``."""
+    if attack is None:
+        return {}
+    if not isinstance(attack, dict) or set(attack) - _ATTACK_KEYS:
+        raise ValueError(f"attack must be a table with keys among {sorted(_ATTACK_KEYS)}")
+    if "source_model" not in doc:
+        raise ValueError("an attack preset needs the top-level key source_model (NN_adv)")
+    return {"attack": dict(attack), "source_model": str(doc["source_model"])}

@@ -28,7 +28,7 @@ from noisynn.engine.presets import Plan
 from noisynn.engine.store import EpochRow, Point, PointKey, ResultStore
 from noisynn.engine.training import TrainSpec, load_data, load_trained, resolve_device, train
 
-__all__ = ["TrainTask", "EvalTask", "VoteTask", "LocalExecutor", "ProcessExecutor", "run_sweep", "SweepSummary"]
+__all__ = ["TrainTask", "EvalTask", "VoteTask", "AttackTask", "LocalExecutor", "ProcessExecutor", "run_sweep", "SweepSummary"]
 
 STORE = "results.sqlite"
 
@@ -147,6 +147,53 @@ class VoteTask:
         return points
 
 
+@dataclass(frozen=True)
+class AttackTask:
+    """Transfer PGD examples from NN_adv (``source``) to NN_val (``target``) under noise, plus EOT.
+
+    See :func:`noisynn.engine.adversarial.run_transfer`; ``attack`` holds the PGD settings
+    (``eps, alpha, steps, restarts``), ``limit`` and the optional EOT keys
+    (``eot, eot_steps, eot_restarts, eot_limit``).
+    """
+
+    source: str
+    target: str
+    run_dir: str
+    experiment: str
+    sigma_val: tuple[float, ...]
+    runs: int
+    attack: dict
+    noise: str = "multiplicative"
+    seed: int = 0
+    data_dir: str | None = None
+    device: str = "auto"
+
+    def run(self) -> list[dict]:
+        from noisynn.engine.adversarial import run_transfer
+
+        a = self.attack
+        pgd = {k: a[k] for k in ("eps", "alpha", "steps", "restarts") if k in a}
+        eot = {k[4:]: a[k] for k in ("eot_steps", "eot_restarts") if k in a}
+        return run_transfer(self.source, self.target, self.run_dir, sigma_val=self.sigma_val, runs=self.runs,
+                            limit=a.get("limit"), settings=pgd, eot=int(a.get("eot", 0)), eot_settings=eot,
+                            eot_limit=a.get("eot_limit"), noise_kind=self.noise, experiment=self.experiment,
+                            seed=self.seed, data_dir=self.data_dir, device=self.device).rows
+
+
+def _attack_tasks(plan: Plan, trains: list[TrainTask], run_dir: Path, seed: int, data_dir, device: str,
+                  progress: bool) -> tuple[TrainTask, list[AttackTask]]:
+    """NN_adv's training task (sigma_train 0, same adversarial training) and one attack task per NN_val."""
+    import dataclasses
+
+    src_spec = dataclasses.replace(plan.train_spec(0.0, seed), model=plan.extra["source_model"])
+    source = TrainTask(src_spec, str(run_dir), plan.name, data_dir, device, progress)
+    if plan.runs == "auto":
+        raise ValueError("an attack preset needs an integer runs")
+    tasks = [AttackTask(str(source.checkpoint), str(t.checkpoint), str(run_dir), plan.name, plan.sigma_val, plan.runs,
+                        plan.extra["attack"], plan.noise, seed, data_dir, device) for t in trains]
+    return source, tasks
+
+
 class LocalExecutor:
     """Runs tasks one after another in this process."""
 
@@ -240,6 +287,22 @@ def run_sweep(
         if last:
             e = last[-1]
             log(f"trained {task.spec.key}: {e['epoch']} epochs, clean test accuracy {100 * e['val_accuracy']:.2f}%")
+
+    if plan.extra.get("attack"):  # paper 2, sec. 4: NN_adv + NN_val(s), then transfer attacks
+        source, attacks = _attack_tasks(plan, trains, run_dir, seed, data_dir, device, progress)
+        executor.map([source, *trains], desc="training", progress=progress)
+        with ResultStore(run_dir / STORE) as store:
+            for e in store.epochs(plan.name):
+                if e["epoch"] == plan.train["epochs"]:
+                    log(f"trained {e['model']} (adversarially, sigma_train {e['sigma_train']:g}): clean test accuracy "
+                        f"{100 * e['val_accuracy']:.2f}%")
+        summary.checkpoints = {t.spec.sigma_train: str(t.checkpoint) for t in trains}
+        for task, rows in zip(attacks, executor.map(attacks, desc="attacking", progress=progress)):
+            summary.computed += 1
+            for r in rows:
+                err = f" +- {100 * r['stderr']:.2f}" if r["n_runs"] > 1 else ""
+                log(f"{r['kind']:>18} {r['model']} sigma_val {r['sigma_val']:g}: {100 * r['accuracy']:.2f}%{err}")
+        return summary
 
     executor.map(trains, desc="training", progress=progress, on_result=trained)
     summary.checkpoints = {t.spec.sigma_train: str(t.checkpoint) for t in trains}

@@ -45,6 +45,11 @@ class TrainSpec:
         augment: random crop + flip (images; off by default, as in paper 2).
         allow_partial: accept an incomplete data set copy (smoke runs only).
         data_options: passed to :func:`noisynn.data.load` (e.g. ``{"coords": "offsets"}``).
+        adversarial: empty: natural training. Otherwise adversarial training (Madry et
+            al.; paper 2, sec. 4): PGD settings ``eps``, ``alpha``, ``steps``, ``restarts``
+            (default 1) and ``fraction`` (default 0.5): in every mini-batch that fraction
+            of the samples is replaced by PGD examples made against the current model
+            (with its training noise, if any) in pixel space (see :mod:`noisynn.attacks`).
     """
 
     model: str
@@ -62,6 +67,7 @@ class TrainSpec:
     augment: bool = False
     allow_partial: bool = False
     data_options: dict = field(default_factory=dict)
+    adversarial: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigma_train", check_sigma(self.sigma_train))
@@ -76,17 +82,56 @@ class TrainSpec:
                 raise NoisynnError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise NoisynnError(f"lr must be a positive number, got {self.lr}")
+        if self.adversarial:
+            _check_adversarial(self.adversarial)
 
     def identity(self) -> dict:
         """The fields a checkpoint must match to be resumed (all but ``epochs``)."""
         d = dataclasses.asdict(self)
         d.pop("epochs")
+        if not d["adversarial"]:
+            d.pop("adversarial")  # natural training: same identity as before the field existed
         return json.loads(json.dumps(d, sort_keys=True))
 
     @property
     def key(self) -> str:
-        """A file-name-safe name: ``lstm-rows-additive-s0.50-seed0``."""
-        return f"{self.model}-{self.noise}-s{self.sigma_train:.2f}-seed{self.seed}"
+        """A file-name-safe name: ``lstm-rows-additive-s0.50-seed0`` (``...-adv-seed0`` if adversarial)."""
+        adv = "-adv" if self.adversarial else ""
+        return f"{self.model}-{self.noise}-s{self.sigma_train:.2f}{adv}-seed{self.seed}"
+
+
+# -- adversarial training hook (paper 2, sec. 4) ------------------------------------------
+_ADV_KEYS = {"eps", "alpha", "steps", "restarts", "fraction"}
+
+
+def _check_adversarial(adv: dict) -> None:
+    unknown = set(adv) - _ADV_KEYS
+    missing = {"eps", "alpha", "steps"} - set(adv)
+    if unknown or missing:
+        raise NoisynnError(f"adversarial settings: unknown {sorted(unknown)} / missing {sorted(missing)} keys "
+                           f"(use {', '.join(sorted(_ADV_KEYS))})")
+    if not 0 < float(adv.get("fraction", 0.5)) <= 1:
+        raise NoisynnError(f"adversarial fraction must be in (0, 1], got {adv['fraction']}")
+
+
+def _adversary(spec: TrainSpec, model: nn.Module, ds: datasets.Dataset, epoch: int, dev):
+    """The PGD attack of one epoch (``None`` for natural training)."""
+    if not spec.adversarial:
+        return None
+    from noisynn.attacks import PGD
+
+    adv = spec.adversarial
+    return PGD(model, float(adv["eps"]), float(adv["alpha"]), int(adv["steps"]), int(adv.get("restarts", 1)),
+               mean=ds.meta.get("mean"), std=ds.meta.get("std"),
+               generator=generator(spec.seed, spec.key, "attack", epoch, device=dev))
+
+
+def _adversarial_batch(spec: TrainSpec, attack, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """``xb`` with its last ``fraction`` of samples replaced by PGD examples."""
+    n = int(round(len(yb) * float(spec.adversarial.get("fraction", 0.5))))
+    if n == 0:
+        return xb
+    return torch.cat([xb[: len(yb) - n], attack(xb[len(yb) - n:], yb[len(yb) - n:])])
 
 
 @dataclass(frozen=True)
@@ -217,10 +262,13 @@ def train(
         set_noise(model, noise(spec.noise, spec.sigma_train, generator=generator(spec.seed, spec.key, "noise", epoch, device=dev)))
         loader = datasets.batches(train_ds, spec.batch_size, generator=generator(spec.seed, spec.key, "order", epoch),
                                   augment=spec.augment)
+        attack = _adversary(spec, model, train_ds, epoch, dev)
         total_loss = total_correct = seen = 0.0
         bar = tqdm(loader, desc=f"{spec.key} epoch {epoch}/{spec.epochs}", leave=False, disable=not progress,
                    unit="batch", mininterval=1.0)
         for xb, yb in bar:
+            if attack is not None:
+                xb = _adversarial_batch(spec, attack, xb, yb)
             optimizer.zero_grad(set_to_none=True)
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
