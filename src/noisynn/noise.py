@@ -24,21 +24,37 @@ independently of ``train()`` / ``eval()``:
 New kinds (per-layer sigma, noise relative to the signal, quantisation, ...) are new
 subclasses of :class:`NoiseModel`; the layers never change. :class:`PerSite` is an
 example: it routes each site to its own model by the site's qualified name.
+
+Fast paths. On the CPU (float32) the two Gaussian kinds run faster code that draws the
+same distribution (different samples): a parallel counter-based sampler inside
+:meth:`Additive.apply` / :meth:`Multiplicative.apply` for tensors of at least
+``noisynn._fast.MIN_ELEMENTS`` elements, and a fused LSTM step that draws the noise
+itself. A layer takes such a path only when the model describes its noise through
+:meth:`NoiseModel.gaussian`; a new subclass does not by default, so it always goes
+through :meth:`NoiseModel.apply`. :func:`reference` (``from noisynn.noise import
+reference``; ``with reference(): ...``) or the environment variable
+``NOISYNN_REFERENCE=1`` runs the plain reference code instead: ``apply`` at every site
+and step, ``Tensor.normal_`` for the noise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import fnmatch
 import math
-from collections.abc import Mapping
-from typing import Any
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from noisynn import _fast
+
 __all__ = [
     "NoiseModel",
+    "GaussianNoise",
     "Clean",
     "Additive",
     "Multiplicative",
@@ -47,6 +63,8 @@ __all__ = [
     "clean",
     "check_sigma",
     "active_override",
+    "reference",
+    "reference_active",
     "KINDS",
 ]
 
@@ -81,6 +99,53 @@ def active_override() -> NoiseModel | None:
     return _OVERRIDE.get()
 
 
+_REFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "noisynn_reference", default=os.environ.get("NOISYNN_REFERENCE", "") not in ("", "0")
+)
+
+
+@contextlib.contextmanager
+def reference(enabled: bool = True) -> Iterator[None]:
+    """Run the plain reference code while the block is active (``enabled=False``: the fast paths).
+
+    Reference: every noise site calls :meth:`NoiseModel.apply` at every step, and the
+    Gaussian models draw with ``Tensor.normal_``. The default is the fast paths, unless
+    the environment variable ``NOISYNN_REFERENCE=1`` is set.
+
+    Example::
+
+        from noisynn.noise import reference
+
+        with reference():
+            logits = model(x)   # slow, plain: the definition of what the fast paths compute
+    """
+    token = _REFERENCE.set(enabled)
+    try:
+        yield
+    finally:
+        _REFERENCE.reset(token)
+
+
+def reference_active() -> bool:
+    """True inside :func:`reference` (or with ``NOISYNN_REFERENCE=1``)."""
+    return _REFERENCE.get()
+
+
+class GaussianNoise(NamedTuple):
+    """What :meth:`NoiseModel.gaussian` returns: the noise at a site is i.i.d. Gaussian.
+
+    Attributes:
+        kind: ``"additive"`` (``y + sigma z``) or ``"multiplicative"`` (``y (1 + sigma z)``),
+            ``z ~ N(0, 1)`` fresh for every element, call and step.
+        sigma: the standard deviation.
+        generator: the ``torch.Generator`` to draw from (``None``: torch's default).
+    """
+
+    kind: str
+    sigma: float
+    generator: torch.Generator | None
+
+
 class NoiseModel:
     """Base class of noise models.
 
@@ -111,6 +176,16 @@ class NoiseModel:
         Layers then take their exact noise-free path (bit-identical to ``torch.nn``).
         """
         return False
+
+    def gaussian(self, site: str = "") -> GaussianNoise | None:
+        """Describe the noise at ``site`` as one of the papers' Gaussian kinds, or ``None``.
+
+        A capability for fused fast paths: a layer that gets a :class:`GaussianNoise`
+        may draw that noise itself, anywhere it is equivalent (e.g. inside a fused LSTM
+        step), instead of calling :meth:`apply`. The default is ``None``: the layer
+        calls :meth:`apply`, so a new kind of noise needs nothing more than ``apply``.
+        """
+        return None
 
     # -- context manager: make this the active model of every site -----------------
     def __enter__(self) -> NoiseModel:
@@ -158,6 +233,16 @@ class _Gaussian(NoiseModel):
     def is_identity(self, site: str = "") -> bool:
         return self.sigma == 0.0
 
+    def gaussian(self, site: str = "") -> GaussianNoise | None:
+        # a subclass that redefines apply() defines its own noise: it gets apply() calls
+        if _defining_class(type(self), "apply") not in (Additive, Multiplicative):
+            return None
+        return GaussianNoise(self.kind, self.sigma, self.generator)
+
+    def _use_fast(self, y: Tensor) -> bool:
+        """Whether :meth:`apply` may use the fast sampler for ``y`` (see the module doc)."""
+        return y.numel() >= _fast.MIN_ELEMENTS and _fast.usable(y, self.generator)
+
     def _normal(self, y: Tensor, mean: float) -> Tensor:
         """A fresh tensor like ``y`` filled with N(mean, sigma^2) samples (no grad)."""
         z = torch.empty(y.shape, dtype=y.dtype, device=y.device)
@@ -189,6 +274,8 @@ class Additive(_Gaussian):
     def apply(self, y: Tensor, site: str = "") -> Tensor:
         if self.sigma == 0.0:
             return y
+        if self._use_fast(y):
+            return _fast.gaussian_noise(y, self.kind, self.sigma, self.generator)
         z = self._normal(y, 0.0)
         return z.add_(y)  # in place into the fresh noise buffer: y is left untouched
 
@@ -209,6 +296,8 @@ class Multiplicative(_Gaussian):
     def apply(self, y: Tensor, site: str = "") -> Tensor:
         if self.sigma == 0.0:
             return y
+        if self._use_fast(y):
+            return _fast.gaussian_noise(y, self.kind, self.sigma, self.generator)
         z = self._normal(y, 1.0)
         if y.requires_grad:
             return y * z  # autograd keeps z for the backward pass
@@ -252,6 +341,9 @@ class PerSite(NoiseModel):
 
     def is_identity(self, site: str = "") -> bool:
         return self.resolve(site).is_identity(site)
+
+    def gaussian(self, site: str = "") -> GaussianNoise | None:
+        return self.resolve(site).gaussian(site)
 
     def __repr__(self) -> str:
         return f"PerSite({self.rules!r}, default={self.default!r})"
@@ -299,3 +391,8 @@ def _required(sigma: float | None, kind: str) -> float:
 def clean() -> Clean:
     """Context manager that makes every noise site noise-free while it is active."""
     return Clean()
+
+
+def _defining_class(cls: type, name: str) -> type | None:
+    """The class in ``cls``'s MRO whose body defines attribute ``name``."""
+    return next((c for c in cls.__mro__ if name in c.__dict__), None)

@@ -18,9 +18,14 @@ first):
   ``U_n h_{t-1} + b_hn``, with the reset gate between them), so each gets its own noise.
 
 With no noise or ``sigma = 0`` the layer calls the very kernel ``torch.nn`` calls, so
-the result is bit-identical. With noise, the layer unrolls time in Python (one batched
-input projection for all steps, then one ``addmm`` per step) and autograd
-differentiates through it, the noise being a constant.
+the result is bit-identical. With noise, the reference path unrolls time in Python (one
+batched input projection for all steps, then one ``addmm`` per step, the noise model's
+``apply`` on its result) and autograd differentiates through it, the noise being a
+constant. On the CPU in float32, when the noise model describes its noise as Gaussian
+(:meth:`~noisynn.noise.NoiseModel.gaussian`), the LSTM takes a fused fast path instead
+(:func:`noisynn._fast.lstm_layer`: the noise drawn inside one fused step kernel, same
+distribution); :func:`noisynn.noise.reference` or ``NOISYNN_REFERENCE=1`` forces the
+reference path.
 
 ``single_bias=True`` keeps one bias vector per gate (``bias_l{k}``) instead of torch's
 two, as the papers' networks do (81,674 parameters for the LSTM of paper 1, table I).
@@ -32,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, _VF, nn
 
+from noisynn import _fast
 from noisynn.errors import ModelError
 from noisynn.layers import NoiseSite
 from noisynn.noise import NoiseModel
@@ -259,19 +265,23 @@ class NoisyLSTM(_NoisyRNNBase):
     mode = "LSTM"
 
     def _unroll(self, seq, state, weights, model):
+        spec = model.gaussian(self.site_name)
+        if spec is not None and _fast.usable(seq, spec.generator):
+            return _fast.lstm_layer(seq, *state, *weights, *spec)
+        return self._unroll_reference(seq, state, weights, model)
+
+    def _unroll_reference(self, seq, state, weights, model):
+        """The plain definition: ``model.apply`` on the gate pre-activations at every step."""
         w_ih, w_hh, b_ih, b_hh = weights
         bias = b_ih if b_hh is None else b_ih + b_hh if b_ih is not None else None
         xproj = F.linear(seq, w_ih, bias)  # all time steps in one GEMM
         h, c = state
         w_hh_t = w_hh.t()
-        hidden = self.hidden_size
         outs = []
-        for t in range(seq.size(0)):
-            gates = model.apply(torch.addmm(xproj[t], h, w_hh_t), self.site_name)
-            i = torch.sigmoid(gates[:, :hidden])
-            f = torch.sigmoid(gates[:, hidden : 2 * hidden])
-            g = torch.tanh(gates[:, 2 * hidden : 3 * hidden])
-            o = torch.sigmoid(gates[:, 3 * hidden :])
+        for x_t in xproj.unbind(0):  # unbind/chunk: their backward is one op, not one per slice
+            gates = model.apply(torch.addmm(x_t, h, w_hh_t), self.site_name)
+            i, f, g, o = gates.chunk(4, 1)
+            i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
             c = f * c + i * g
             h = o * torch.tanh(c)
             outs.append(h)
@@ -303,8 +313,8 @@ class NoisyRNN(_NoisyRNNBase):
         h = state[0]
         w_hh_t = w_hh.t()
         outs = []
-        for t in range(seq.size(0)):
-            h = act(model.apply(torch.addmm(xproj[t], h, w_hh_t), self.site_name))
+        for x_t in xproj.unbind(0):
+            h = act(model.apply(torch.addmm(x_t, h, w_hh_t), self.site_name))
             outs.append(h)
         return torch.stack(outs), h, None
 
@@ -333,12 +343,12 @@ class NoisyGRU(_NoisyRNNBase):
         w_hh_t = w_hh.t()
         site = self.site_name
         outs = []
-        for t in range(seq.size(0)):
+        for gi in xproj.unbind(0):
             gh = torch.addmm(b_hh, h, w_hh_t) if b_hh is not None else h @ w_hh_t
-            gi = xproj[t]
-            rz = torch.sigmoid(model.apply(gi[:, : 2 * hidden] + gh[:, : 2 * hidden], site))
-            r, z = rz[:, :hidden], rz[:, hidden:]
-            n = torch.tanh(model.apply(gi[:, 2 * hidden :], site) + r * model.apply(gh[:, 2 * hidden :], site))
+            gi_rz, gi_n = gi.split([2 * hidden, hidden], 1)
+            gh_rz, gh_n = gh.split([2 * hidden, hidden], 1)
+            r, z = torch.sigmoid(model.apply(gi_rz + gh_rz, site)).chunk(2, 1)
+            n = torch.tanh(model.apply(gi_n, site) + r * model.apply(gh_n, site))
             h = torch.lerp(n, h, z)  # (1 - z) * n + z * h
             outs.append(h)
         return torch.stack(outs), h, None

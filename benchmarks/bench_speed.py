@@ -1,0 +1,405 @@
+"""Benchmark: the cost of noise (issue 8). Noisy noisynn vs noise-free torch, side by side.
+
+Every row times noisynn and its reference in the same process, alternately (A B B A ...),
+after a warm-up, and reports the median of ``--repeats`` repeats of each and their ratio:
+
+1. train   lstm-rows training step, batch 256, additive sigma 0.5, vs ``nn.LSTM`` +
+           ``nn.Linear`` noise-free (same shapes, same SGD optimiser);
+2. eval    lstm-rows evaluation, sigma 0.5, 40 noisy repeats of 256 sequences batched
+           by ``noisynn.repeat_forward``, vs ``nn.LSTM`` + ``nn.Linear`` noise-free on the
+           same 10,240 sequences in batches of 256 (its fastest batch here);
+3. sampler noisynn's Gaussian sampler vs ``torch.randn`` filling the same 2^22 floats
+           (``Tensor.normal_`` shown for reference: what noisynn used before);
+4. cnn6    cnn6 (fixed batch-norm) evaluation, additive sigma 0.5, 40 repeats of 64
+           images, vs the same network as plain ``torch.nn`` modules noise-free;
+5. GFLOP/s the achieved rate of the noisy evaluations (matrix-product FLOPs / time) vs
+           ``torch.mm`` on the same GEMM shapes;
+6. memory  peak resident memory (VmHWM) of a whole lstm-rows evaluation point (40 runs x
+           10,000 random 28x28 sequences, as the engine runs it: groups of 10 runs, test
+           batches of 1,000, ``max_batch=20_000``, inference mode), in a subprocess; its
+           time gives the projected time of a paper grid (11 models x 11 sigma_val points).
+
+Usage::
+
+    python benchmarks/bench_speed.py                      # all rows, --device auto
+    python benchmarks/bench_speed.py --device cuda --repeats 9
+    python benchmarks/bench_speed.py --only eval,sampler --quick
+    NOISYNN_REFERENCE=1 python benchmarks/bench_speed.py  # noisynn's plain reference paths
+
+Other processes on the machine distort the numbers (the load average is printed: on a
+2-core box, anything above ~0.5 before the run means the table is not trustworthy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import noisynn
+
+try:  # the fast paths (absent in versions before issue 8: the benchmark still runs)
+    from noisynn import _fast
+except ImportError:  # pragma: no cover
+    _fast = None
+
+SIGMA = 0.5
+REPEATS = 40  # noisy runs per evaluation point (the papers' protocol)
+GRID_POINTS = 11 * 11  # 11 trained models x 11 sigma_val
+GRID_SEQUENCES = GRID_POINTS * REPEATS * 10_000
+
+
+# -- timing -------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_pair(a: Callable[[], object], b: Callable[[], object], device: torch.device,
+              repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """Median seconds of ``a()`` and of ``b()``, timed alternately (A B B A A B ...)."""
+    for _ in range(warmup):
+        a(), b()
+    _sync(device)
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for r in range(repeats):
+        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+            fn = a if which == 0 else b
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[which].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def time_one(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# -- models -------------------------------------------------------------------------------
+class TorchLSTMRows(nn.Module):
+    """lstm-rows as plain torch: ``nn.LSTM(28, 128)`` read out by ``nn.Linear(128, 10)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(28, 128, batch_first=True)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1])
+
+
+def plain_torch_copy(model: nn.Module) -> nn.Module:
+    """A copy of a noisynn network in which every noisy layer is its ``torch.nn`` parent class."""
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        if isinstance(module, noisynn.NoiseSite):
+            module.__class__ = next(c for c in type(module).__mro__ if c.__module__.startswith("torch.nn"))
+    return plain
+
+
+def gemm_rate(shapes: list[tuple[int, int, int]], device: torch.device, repeats: int) -> float:
+    """GFLOP/s of ``torch.mm`` over the GEMMs ``(m, k) x (k, n)`` in ``shapes`` (one each)."""
+    operands = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device)) for m, k, n in set(shapes)]
+    by_shape = {shape: ops for shape, ops in zip(set(shapes), operands)}
+
+    def run() -> None:
+        for shape in shapes:
+            torch.mm(*by_shape[shape])
+
+    seconds = time_one(run, device, repeats)
+    return sum(2 * m * k * n for m, k, n in shapes) / seconds / 1e9
+
+
+def conv_linear_gemms(model: nn.Module, x: torch.Tensor) -> list[tuple[int, int, int]]:
+    """The GEMM shape (im2col for convolutions) of every Conv2d / Linear of one forward pass."""
+    shapes: list[tuple[int, int, int]] = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            b, cout, oh, ow = output.shape
+            k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            shapes.append((b * oh * ow, k, cout))
+        elif isinstance(module, nn.Linear):
+            shapes.append((output.numel() // module.out_features, module.in_features, module.out_features))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.inference_mode():
+        model(x)
+    for h in handles:
+        h.remove()
+    return shapes
+
+
+# -- the rows -----------------------------------------------------------------------------
+Row = dict
+
+
+def bench_train(device: torch.device, repeats: int, batch: int) -> list[Row]:
+    torch.manual_seed(0)
+    noisy = noisynn.build_model("lstm-rows").to(device).train()
+    noisynn.set_noise(noisy, "additive", SIGMA)
+    ref = TorchLSTMRows().to(device).train()
+    x = torch.rand(batch, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def stepper(model: nn.Module) -> Callable[[], None]:
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        return step
+
+    t_noisy, t_ref = time_pair(stepper(noisy), stepper(ref), device, repeats)
+    return [dict(name="1 train lstm-rows, batch 256", unit="seq/s", noisy=batch / t_noisy, ref=batch / t_ref,
+                 target=0.75, stretch=0.9)]
+
+
+def bench_eval(device: torch.device, repeats: int, batch: int) -> tuple[list[Row], float]:
+    torch.manual_seed(0)
+    noisy = noisynn.build_model("lstm-rows").to(device).eval()
+    noisynn.set_noise(noisy, "additive", SIGMA)
+    ref = TorchLSTMRows().to(device).eval()
+    x = torch.rand(batch, 28, 28, device=device)
+    tiled = x.repeat(REPEATS, 1, 1)
+
+    def run_noisy() -> None:
+        with torch.inference_mode():
+            noisynn.repeat_forward(noisy, x, REPEATS)
+
+    def run_ref() -> None:
+        with torch.inference_mode():
+            for chunk in tiled.split(256):
+                ref(chunk)
+
+    t_noisy, t_ref = time_pair(run_noisy, run_ref, device, repeats)
+    n = REPEATS * batch
+    rows = [dict(name=f"2 eval lstm-rows, {REPEATS} x {batch} seq", unit="seq/s", noisy=n / t_noisy, ref=n / t_ref,
+                 target=0.5, stretch=0.7)]
+    # 5: achieved GFLOP/s (both networks do the same matrix products) vs torch.mm on them
+    flops = 2 * 28 * 4 * 128 * (28 + 128) + 2 * 128 * 10
+    block = min(n, getattr(_fast, "LSTM_BLOCK", 256))
+    mm = gemm_rate([(block, 28 + 128, 4 * 128)] * 28 + [(block, 128, 10)], device, repeats)
+    rows.append(dict(name="5 GFLOP/s lstm-rows eval (ref: torch.mm)", unit="GFLOP/s", noisy=flops * n / t_noisy / 1e9,
+                     ref=mm, target=None, extra=f"nn.LSTM {flops * n / t_ref / 1e9:.1f}"))
+    return rows, n / t_noisy
+
+
+def bench_sampler(device: torch.device, repeats: int, numel: int) -> list[Row]:
+    t = torch.empty(numel, device=device)
+    fast = _fast is not None and _fast.usable(t, None)
+
+    def sample() -> None:
+        if fast:
+            _fast.normal_(t)
+        else:
+            t.normal_()
+
+    t_fast, t_randn = time_pair(sample, lambda: torch.randn(numel, device=device, out=t), device, 2 * repeats)
+    t_normal = time_one(lambda: t.normal_(), device, 2 * repeats)
+    label = "fast" if fast else "normal_"
+    return [dict(name=f"3 sampler ({label}) vs torch.randn", unit="M/s", noisy=numel / t_fast / 1e6,
+                 ref=numel / t_randn / 1e6, target=None, extra=f"normal_ {numel / t_normal / 1e6:.0f}")]
+
+
+def bench_cnn6(device: torch.device, repeats: int, batch: int) -> list[Row]:
+    torch.manual_seed(0)
+    noisy = noisynn.build_model("cnn6", noise_kind="additive").to(device).eval()
+    ref = plain_torch_copy(noisy).eval()
+    noisynn.set_noise(noisy, "additive", SIGMA)
+    x = torch.rand(batch, 1, 28, 28, device=device)
+    tiled = x.repeat(REPEATS, 1, 1, 1)
+
+    def run_noisy() -> None:
+        with torch.inference_mode():
+            noisynn.repeat_forward(noisy, x, REPEATS)
+
+    def run_ref() -> None:
+        with torch.inference_mode():
+            ref(tiled)
+
+    t_noisy, t_ref = time_pair(run_noisy, run_ref, device, repeats)
+    n = REPEATS * batch
+    shapes = conv_linear_gemms(ref, tiled)
+    flops = sum(2 * m * k * q for m, k, q in shapes) / n
+    mm = gemm_rate(shapes, device, max(3, repeats // 2))
+    return [
+        dict(name=f"4 eval cnn6, {REPEATS} x {batch} images", unit="img/s", noisy=n / t_noisy, ref=n / t_ref,
+             target=0.8),
+        dict(name="5 GFLOP/s cnn6 eval (ref: torch.mm)", unit="GFLOP/s", noisy=flops * n / t_noisy / 1e9, ref=mm,
+             target=None, extra=f"plain {flops * n / t_ref / 1e9:.1f}"),
+    ]
+
+
+def rss_child(device: str, test_size: int, runs: int) -> None:
+    """Subprocess body: one lstm-rows evaluation point; prints peak RSS and seconds as JSON."""
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = noisynn.build_model("lstm-rows").to(dev).eval()
+    test_x = torch.rand(test_size, 28, 28, device=dev)  # random data of the right shape
+    test_y = torch.randint(0, 10, (test_size,), device=dev)
+    group, batch, max_batch = 10, 1000, 20_000  # as noisynn.engine.evaluation runs a point
+    start = time.perf_counter()
+    correct = 0
+    with torch.inference_mode():
+        for g in range(0, runs, group):
+            r = min(group, runs - g)
+            gen = torch.Generator(device=dev).manual_seed(g)
+            with noisynn.noise("additive", SIGMA, generator=gen):
+                for xb, yb in zip(test_x.split(batch), test_y.split(batch)):
+                    logits = noisynn.repeat_forward(model, xb, r, max_batch=max_batch)
+                    correct += int((logits.argmax(-1) == yb).sum())
+    _sync(dev)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"maxrss_kib": _peak_rss_kib(), "seconds": seconds, "sequences": runs * test_size,
+                      "cuda_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else 0,
+                      "accuracy": correct / (runs * test_size)}))
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak resident memory. On Linux from VmHWM: ``ru_maxrss`` carries the
+    parent's high-water mark across fork + exec, so a child of a big parent would read big."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def bench_memory(device: torch.device, test_size: int, runs: int) -> list[Row]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", "--device", device.type,
+           "--rss-test-size", str(test_size), "--rss-runs", str(runs)]
+    result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    gib = result["maxrss_kib"] / 2**20
+    rows = [dict(name=f"6 peak RSS, point {runs} x {test_size}", unit="GiB", noisy=gib, ref=None,
+                 status=f"<=2 {'MET' if gib <= 2.0 else 'not met'}",
+                 extra=f"cuda {result['cuda_bytes'] / 2**30:.2f} GiB" if result["cuda_bytes"] else "")]
+    per_seq = result["seconds"] / result["sequences"]
+    grid = per_seq * GRID_SEQUENCES / 60
+    rows.append(dict(name="6 that point's time", unit="s", noisy=result["seconds"], ref=None,
+                     status=f"grid {grid:.0f} min", extra=f"{result['sequences'] / result['seconds']:.0f} seq/s; "
+                     f"{GRID_POINTS} points: {grid:.1f} min ({'MET' if grid <= 30 else 'not met'}: target <= 30)"))
+    return rows
+
+
+# -- main ---------------------------------------------------------------------------------
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its children)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / tick  # all but idle and iowait
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return busy, me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _foreign_load(start: tuple[float, float] | None, seconds: float) -> str:
+    """How busy other processes kept the CPUs while the benchmark ran (contaminates the table)."""
+    end = _cpu_seconds()
+    if start is None or end is None or seconds <= 0:
+        return "unknown"
+    other = max(0.0, (end[0] - start[0]) - (end[1] - start[1]))
+    return f"{other / seconds:.2f} cores"
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    head = f"{'benchmark':<42} {'unit':<8} {'noisynn':>10} {'reference':>10} {'ratio':>7}  {'target':<14} notes"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        ratio = r["noisy"] / r["ref"] if r.get("ref") else None
+        target = r.get("status", "")
+        if r.get("target") is not None and ratio is not None:
+            status = "MET" if ratio >= r["target"] else "not met"
+            if r.get("stretch") and ratio >= r["stretch"]:
+                status = "MET+stretch"
+            target = f">={r['target']} {status}"
+        print(f"{r['name']:<42} {r['unit']:<8} {_fmt(r['noisy']):>10} {_fmt(r.get('ref')):>10} "
+              f"{(f'{ratio:.2f}' if ratio is not None else '-'):>7}  {target:<14} {r.get('extra', '')}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per side (median), >= 5")
+    parser.add_argument("--only", default="train,eval,sampler,cnn6,memory",
+                        help="comma-separated subset of: train, eval, sampler, cnn6, memory")
+    parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run; noisier numbers)")
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-test-size", type=int, default=10_000, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-runs", type=int, default=REPEATS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    if args.rss_child:
+        rss_child(device.type, args.rss_test_size, args.rss_runs)
+        return
+    only = set(args.only.split(","))
+    quick = args.quick
+    reference = os.environ.get("NOISYNN_REFERENCE", "") not in ("", "0")
+    fast = _fast is not None and device.type == "cpu" and not reference and _fast.available()
+    print(f"noisynn {noisynn.__version__} | torch {torch.__version__} | device {device} | "
+          f"threads {torch.get_num_threads()} | fast paths {'on' if fast else 'off'} | "
+          f"repeats {args.repeats} | load average {os.getloadavg()[0]:.2f}")
+    rows: list[Row] = []
+    throughput = None
+    cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
+    if "train" in only:
+        rows += bench_train(device, args.repeats, 256)
+    if "eval" in only:
+        eval_rows, throughput = bench_eval(device, args.repeats, 64 if quick else 256)
+        rows += eval_rows
+    if "sampler" in only:
+        rows += bench_sampler(device, args.repeats, 2**20 if quick else 2**22)
+    if "cnn6" in only:
+        rows += bench_cnn6(device, args.repeats, 16 if quick else 64)
+    if "memory" in only:
+        rows += bench_memory(device, 1_000 if quick else 10_000, REPEATS)
+    print_table(rows)
+    if throughput is not None:
+        print(f"projected paper grid (lstm-rows, {GRID_POINTS} points x {REPEATS} runs x 10,000) from row 2: "
+              f"{GRID_SEQUENCES / throughput / 60:.1f} min (target <= 30 min)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}; other processes used "
+          f"{_foreign_load(cpu_start, time.perf_counter() - wall_start)} on average during the run "
+          f"(anything but ~0 distorts the table)")
+
+
+if __name__ == "__main__":
+    main()

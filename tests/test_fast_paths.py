@@ -1,0 +1,375 @@
+"""The fast paths (noisynn._fast) against the plain reference paths.
+
+* the sampler: moments, tails to 4.5 sigma, Kolmogorov-Smirnov on 10^7 samples, no
+  correlation across calls, lanes, Box-Muller pairs and sub-streams, reproducibility;
+* ``Additive/Multiplicative.apply`` on large tensors: same distribution as the reference
+  sampler, the noise a constant for autograd;
+* the fused LSTM: same values as the reference unroll at sigma = 0 (forward and
+  gradients), the very same outputs and gradients when the reference replays the noise
+  the fused kernel drew, noise fresh per step, row and gate, and the same output
+  distribution as the reference at sigma > 0.
+
+Tolerances are 5 standard errors (KS: p = 0.001), so a broken sampler fails.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+
+import noisynn
+from noisynn import _fast
+from noisynn.noise import NoiseModel, reference
+
+pytestmark = pytest.mark.skipif(
+    not _fast.available() and shutil.which("cc") is None and shutil.which("gcc") is None,
+    reason="no C compiler: the fast kernels cannot be built (the reference path runs instead)",
+)
+
+N_KS = 10**7
+
+
+def test_kernels_build_where_a_compiler_exists():
+    assert _fast.available()
+
+
+def ks_statistic(z: torch.Tensor) -> float:
+    """sqrt(n) * sup |F_n - Phi| of a sample against N(0, 1)."""
+    x, _ = z.double().flatten().sort()
+    n = x.numel()
+    cdf = torch.special.ndtr(x)
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    d = torch.maximum(i / n - cdf, cdf - (i - 1) / n).max().item()
+    return d * math.sqrt(n)
+
+
+def two_sample_ks(a: torch.Tensor, b: torch.Tensor) -> float:
+    """sqrt(n m / (n + m)) * sup |F_a - F_b|."""
+    a, b = a.double().flatten().sort()[0], b.double().flatten().sort()[0]
+    grid = torch.cat([a, b])
+    fa = torch.searchsorted(a, grid, right=True).double() / a.numel()
+    fb = torch.searchsorted(b, grid, right=True).double() / b.numel()
+    n, m = a.numel(), b.numel()
+    return (fa - fb).abs().max().item() * math.sqrt(n * m / (n + m))
+
+
+KS_CRITICAL = 1.95  # p = 0.001
+
+
+def corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    a, b = a - a.mean(), b - b.mean()
+    return float((a @ b) / (a.norm() * b.norm()))
+
+
+def assert_standard_normal(z: torch.Tensor, tails=(1.0, 2.0, 3.0, 4.0)) -> None:
+    """Mean, variance, skewness, kurtosis and tail masses of N(0, 1), within 5 standard errors."""
+    z = z.double().flatten()
+    n = z.numel()
+    m = z.mean().item()
+    assert abs(m) < 5 / math.sqrt(n), m
+    c = z - m
+    var = (c**2).mean().item()
+    assert abs(var - 1) < 5 * math.sqrt(2 / n), var
+    assert abs((c**3).mean().item() / var**1.5) < 5 * math.sqrt(6 / n)
+    assert abs((c**4).mean().item() / var**2 - 3) < 5 * math.sqrt(24 / n)
+    for k in tails:
+        p = math.erfc(k / math.sqrt(2))
+        observed = (z.abs() > k).double().mean().item()
+        assert abs(observed - p) < 5 * math.sqrt(p * (1 - p) / n), (k, observed, p)
+
+
+# -- the sampler ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big_sample() -> torch.Tensor:
+    return _fast.normal_(torch.empty(N_KS), generator=torch.Generator().manual_seed(11))
+
+
+def test_sampler_moments_and_tails_to_4_5_sigma(big_sample):
+    assert_standard_normal(big_sample, tails=(1.0, 2.0, 3.0, 4.0, 4.5))
+    assert torch.isfinite(big_sample).all()
+    assert big_sample.abs().max() > 5.0  # the tails are not cut at 4.5 sigma
+
+
+def test_sampler_kolmogorov_smirnov_on_ten_million(big_sample):
+    assert ks_statistic(big_sample) < KS_CRITICAL
+
+
+def lag_correlations(z: torch.Tensor, lags) -> list[float]:
+    z = z.double()
+    z = (z - z.mean()) / z.std()
+    return [float(z[:-lag] @ z[lag:]) / (z.numel() - lag) for lag in lags]
+
+
+def test_sampler_no_correlation_within_a_call(big_sample):
+    bound = 5 / math.sqrt(big_sample.numel())
+    # lag 1: neighbours; 8: the next lane; 16: the next Box-Muller pair; 2048: next sub-stream.
+    # Of z and of z^2: the two normals of a Box-Muller pair share nothing, not even |z|.
+    lags = (1, 2, 8, 16, 2048)
+    for series in (big_sample, big_sample**2):
+        for lag, r in zip(lags, lag_correlations(series, lags)):
+            assert abs(r) < bound, (lag, r)
+    starts = big_sample[::2048]  # the first draw of every sub-stream: seeded independently
+    assert abs(lag_correlations(starts, [1])[0]) < 5 / math.sqrt(starts.numel())
+
+
+def test_sampler_independent_across_calls_and_reproducible():
+    g = torch.Generator().manual_seed(5)
+    a = _fast.normal_(torch.empty(10**6), generator=g)
+    b = _fast.normal_(torch.empty(10**6), generator=g)
+    assert abs(corr(a, b)) < 5e-3
+    assert abs(corr(a**2, b**2)) < 5e-3
+    again = _fast.normal_(torch.empty(10**6), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, again)
+    torch.manual_seed(3)  # the default generator works the same way
+    c = _fast.normal_(torch.empty(1000))
+    torch.manual_seed(3)
+    assert torch.equal(c, _fast.normal_(torch.empty(1000)))
+
+
+def test_sampler_values_do_not_depend_on_the_thread_count():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _fast.normal_(torch.empty(300_001), generator=torch.Generator().manual_seed(8))
+        torch.set_num_threads(max(2, threads))
+        many = _fast.normal_(torch.empty(300_001), generator=torch.Generator().manual_seed(8))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+def test_sampler_mean_and_std():
+    z = _fast.normal_(torch.empty(10**6), 1.0, 0.3, generator=torch.Generator().manual_seed(2))
+    assert_standard_normal((z - 1.0) / 0.3)
+
+
+# -- NoiseModel.apply ----------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_apply_fast_and_reference_draw_the_same_distribution(kind):
+    y = torch.full((1000, 1000), 2.0)
+    model = noisynn.noise(kind, 0.4, generator=torch.Generator().manual_seed(1))
+    fast = model.apply(y)
+    with reference():
+        ref = model.apply(y)
+    assert torch.equal(y, torch.full((1000, 1000), 2.0))  # y untouched
+    to_z = (lambda out: (out - 2.0) / 0.4) if kind == "additive" else (lambda out: (out / 2.0 - 1.0) / 0.4)
+    assert_standard_normal(to_z(fast))
+    assert two_sample_ks(fast, ref) < KS_CRITICAL
+    assert abs(corr(fast, model.apply(y))) < 5e-3  # fresh at every call
+
+
+def test_apply_reference_mode_is_torch_normal():
+    y = torch.zeros(100_000)
+    with reference():
+        out = noisynn.Additive(0.5, generator=torch.Generator().manual_seed(4)).apply(y)
+    expected = torch.empty(100_000).normal_(0.0, 0.5, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(out, expected)
+
+
+def test_apply_small_tensors_keep_torch_sampler():
+    n = _fast.MIN_ELEMENTS - 1
+    out = noisynn.Multiplicative(0.5, generator=torch.Generator().manual_seed(9)).apply(torch.ones(n))
+    assert torch.equal(out, torch.empty(n).normal_(1.0, 0.5, generator=torch.Generator().manual_seed(9)))
+
+
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_apply_fast_noise_is_a_constant_for_autograd(kind):
+    y = torch.randn(200, 100, requires_grad=True)
+    out = noisynn.noise(kind, 0.5).apply(y)
+    out.sum().backward()
+    if kind == "additive":
+        assert torch.equal(y.grad, torch.ones_like(y))
+    else:
+        assert torch.allclose(y.grad, out.detach() / y.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_sigma_zero_is_the_identity_on_every_path():
+    y = torch.randn(100, 100)
+    for kind in ("additive", "multiplicative"):
+        assert noisynn.noise(kind, 0.0).apply(y) is y
+
+
+class CustomAdditive(noisynn.Additive):
+    """A subclass that redefines the noise: it must not be bypassed by any fast path."""
+
+    calls = 0
+
+    def apply(self, y, site=""):
+        CustomAdditive.calls += 1
+        return y + 1.0
+
+
+def test_gaussian_capability_is_not_inherited_by_redefined_noise():
+    assert noisynn.Additive(0.3).gaussian() == ("additive", 0.3, None)
+    assert noisynn.Multiplicative(0.2).gaussian().kind == "multiplicative"
+    assert NoiseModel().gaussian() is None and noisynn.Clean().gaussian() is None
+    assert CustomAdditive(0.3).gaussian() is None
+    per_site = noisynn.PerSite({"rnn": noisynn.Additive(0.1)})
+    assert per_site.gaussian("rnn").sigma == 0.1 and per_site.gaussian("fc") is None
+    lstm = noisynn.NoisyLSTM(3, 8, batch_first=True)
+    CustomAdditive.calls = 0
+    with CustomAdditive(0.3):
+        lstm(torch.randn(600, 5, 3))
+    assert CustomAdditive.calls == 5  # one apply per step: the fused path was not taken
+
+
+# -- the fused LSTM ------------------------------------------------------------------------
+class AddsNothing(NoiseModel):
+    """Not the identity, adds nothing: forces the reference unroll at sigma = 0."""
+
+    def apply(self, y, site=""):
+        return y
+
+
+class Replay(NoiseModel):
+    """Replays recorded noise, one step per call: ``y + a`` or ``y * m``."""
+
+    def __init__(self, record: torch.Tensor, kind: str) -> None:
+        super().__init__()
+        self.steps = iter(record)
+        self.kind = kind
+
+    def apply(self, y, site=""):
+        e = next(self.steps)
+        return y + e if self.kind == "additive" else y * e
+
+
+def lstm_case(seed: int, batch: int, hidden: int, bias: bool = True, single_bias: bool = False):
+    torch.manual_seed(seed)
+    layer = noisynn.NoisyLSTM(5, hidden, bias=bias, single_bias=single_bias)
+    steps = 6
+    x = torch.randn(steps, batch, 5, requires_grad=True)
+    h0 = torch.randn(batch, hidden, requires_grad=True)
+    c0 = torch.randn(batch, hidden, requires_grad=True)
+    return layer, x, h0, c0, layer._cell_weights(0)
+
+
+def outputs_and_grads(fn, x, h0, c0, weights):
+    out, h, c = fn()
+    loss = (out**2).sum() + (h * torch.linspace(-1, 1, h.shape[1])).sum() + (c**2).sum()
+    inputs = [x, h0, c0, *[w for w in weights if w is not None]]
+    return [out, h, c], torch.autograd.grad(loss, inputs)
+
+
+CASES = [
+    pytest.param(dict(batch=37, hidden=13), id="odd-sizes"),
+    pytest.param(dict(batch=40, hidden=16, single_bias=True), id="single-bias"),
+    pytest.param(dict(batch=21, hidden=8, bias=False), id="no-bias"),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fused_lstm_equals_reference_at_sigma_zero(case, monkeypatch):
+    monkeypatch.setattr(_fast, "LSTM_BLOCK", 16)  # several row blocks in evaluation
+    layer, x, h0, c0, w = lstm_case(0, **case)
+    ref_vals, ref_grads = outputs_and_grads(lambda: layer._unroll_reference(x, (h0, c0), w, AddsNothing()), x, h0, c0, w)
+    vals, grads = outputs_and_grads(lambda: _fast.lstm_layer(x, h0, c0, *w, "additive", 0.0, None), x, h0, c0, w)
+    for a, b in zip(ref_vals + list(ref_grads), vals + list(grads), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (a - b).abs().max()
+    with torch.no_grad():
+        evaluated = _fast.lstm_layer(x, h0, c0, *w, "multiplicative", 0.0, None)
+    for a, b in zip(ref_vals, evaluated, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+@pytest.mark.parametrize("case", CASES[:2])
+def test_fused_lstm_noise_replayed_by_the_reference_gives_the_same_values_and_grads(kind, case):
+    layer, x, h0, c0, w = lstm_case(1, **case)
+    record = torch.empty(x.shape[0], x.shape[1], 4 * layer.hidden_size)
+    vals, grads = outputs_and_grads(lambda: _fast.lstm_layer(x, h0, c0, *w, kind, 0.7, None, record), x, h0, c0, w)
+    ref_vals, ref_grads = outputs_and_grads(lambda: layer._unroll_reference(x, (h0, c0), w, Replay(record, kind)),
+                                            x, h0, c0, w)
+    for a, b in zip(ref_vals + list(ref_grads), vals + list(grads), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (a - b).abs().max()
+    # evaluation (blocks of rows, no autograd) draws exactly the same noise from the same seed
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        evaluated = _fast.lstm_layer(x, h0, c0, *w, kind, 0.7, g)
+    trained = _fast.lstm_layer(x, h0, c0, *w, kind, 0.7, torch.Generator().manual_seed(3))
+    for a, b in zip(evaluated, trained, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_fused_lstm_noise_is_gaussian_and_fresh_per_step_row_gate_and_call(kind, monkeypatch):
+    monkeypatch.setattr(_fast, "LSTM_BLOCK", 128)
+    steps, batch, hidden = 8, 256, 128
+    layer = noisynn.NoisyLSTM(3, hidden)
+    x = torch.randn(steps, batch, 3)
+    zeros = torch.zeros(batch, hidden)
+    records = []
+    for _ in range(2):
+        record = torch.empty(steps, batch, 4 * hidden)
+        with torch.no_grad():
+            _fast.lstm_layer(x, zeros, zeros, *layer._cell_weights(0), kind, 0.5, None, record)
+        records.append((record - (1.0 if kind == "multiplicative" else 0.0)) / 0.5)  # to N(0, 1)
+    z = records[0]
+    assert_standard_normal(z)
+    assert ks_statistic(z) < KS_CRITICAL
+    bound = 5 / math.sqrt(z[0].numel())
+    assert abs(corr(z[:-1], z[1:])) < 5 / math.sqrt(z[1:].numel())  # steps
+    assert abs(corr(z[:, :-1], z[:, 1:])) < 5 / math.sqrt(z[:, 1:].numel())  # rows (repeats, samples)
+    for gate in range(3):  # gates of one row
+        a = z[..., gate * hidden : (gate + 1) * hidden]
+        b = z[..., (gate + 1) * hidden : (gate + 2) * hidden]
+        assert abs(corr(a, b)) < bound * 2
+    assert abs(corr(records[0], records[1])) < 5 / math.sqrt(z.numel())  # calls
+
+
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_lstm_rows_fast_and_reference_outputs_have_the_same_distribution(kind):
+    """The whole network, one input repeated 1000 times: the noisy logits' distributions agree."""
+    torch.manual_seed(12)
+    model = noisynn.build_model("lstm-rows").eval()
+    noisynn.set_noise(model, kind, 0.6)
+    x = torch.rand(1, 28, 28)
+    with torch.no_grad():
+        fast = noisynn.repeat_forward(model, x, 1000)[:, 0]
+        with reference():
+            ref = noisynn.repeat_forward(model, x, 1000)[:, 0]
+        with noisynn.clean():
+            clean = model(x)[0]
+    assert fast.std(0).min() > 1e-3  # noisy
+    for k in range(10):
+        assert two_sample_ks(fast[:, k], ref[:, k]) < KS_CRITICAL + 0.2, k  # 10 looks
+    assert not torch.allclose(fast.mean(0), clean)  # sanity: noise matters at sigma 0.6
+
+
+def test_noisy_lstm_layer_takes_the_fused_path_in_every_configuration(monkeypatch):
+    calls = []
+    real = _fast.lstm_layer
+    monkeypatch.setattr(_fast, "lstm_layer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    lstm = noisynn.NoisyLSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True, dropout=0.1)
+    noisynn.set_noise(lstm, "multiplicative", 0.3)
+    x = torch.randn(3, 7, 4)
+    out, (h, c) = lstm(x)
+    assert out.shape == (3, 7, 12) and h.shape == (4, 3, 6) and c.shape == (4, 3, 6)
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in lstm.parameters())
+    assert len(calls) == 4  # 2 layers x 2 directions
+    with reference():
+        lstm(x)
+    assert len(calls) == 4
+    out, _ = lstm(x[0])  # unbatched
+    assert out.shape == (7, 12)
+
+
+def test_fused_lstm_is_reproducible_and_independent_of_threads():
+    model = noisynn.build_model("lstm-rows").eval()
+    x = torch.rand(300, 28, 28)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            with torch.no_grad(), noisynn.Additive(0.5, generator=torch.Generator().manual_seed(7)):
+                outs.append(model(x))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)  # the same noise; GEMMs may block differently
