@@ -88,7 +88,8 @@ def _print_grid(run_dir: Path) -> None:
     with _store(run_dir) as store:
         points = store.points(kind="noisy")
         votes = store.points(kind="vote")
-    console = Console()
+    # a pipe or a log file gets the full grid, not one cut to 80 columns
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     for experiment in sorted({p["experiment"] for p in points}):
         rows = [p for p in points if p["experiment"] == experiment]
         sigma_val = sorted({p["sigma_val"] for p in rows})
