@@ -85,14 +85,9 @@ def _runs(text: str) -> int | str:
 
 
 def _load(checkpoint: Path, data_dir: str | None, device: str, limit: int | None):
-    from noisynn.engine.training import load_data, load_trained, resolve_device
+    from noisynn.engine.training import load_for_evaluation
 
-    dev = resolve_device(device)
-    model, meta = load_trained(checkpoint, device=dev)
-    spec = meta["spec"]
-    test = load_data(meta["model"], meta["dataset"], "test", data_dir=data_dir, device=dev, limit=limit,
-                     allow_partial=spec.get("allow_partial", False), data_options=spec.get("data_options") or {})
-    return model, test, meta
+    return load_for_evaluation(checkpoint, data_dir=data_dir, device=device, limit=limit)
 
 
 @user_errors

@@ -26,7 +26,7 @@ import torch
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, vote_curve
 from noisynn.engine.presets import Plan
 from noisynn.engine.store import EpochRow, Point, PointKey, ResultStore
-from noisynn.engine.training import TrainSpec, load_data, load_trained, resolve_device, train
+from noisynn.engine.training import TrainSpec, load_for_evaluation, train
 
 __all__ = ["TrainTask", "EvalTask", "VoteTask", "AttackTask", "LocalExecutor", "ProcessExecutor", "run_sweep", "SweepSummary"]
 
@@ -66,12 +66,7 @@ class TrainTask:
 @functools.lru_cache(maxsize=2)
 def _model_and_test(checkpoint: str, file_stamp: str, device: str, data_dir: str | None, limit: int | None):
     """Load a trained model and its test split once per process."""
-    dev = resolve_device(device)
-    model, meta = load_trained(checkpoint, device=dev)
-    spec = meta["spec"]
-    test = load_data(meta["model"], meta["dataset"], "test", data_dir=data_dir, device=dev, limit=limit,
-                     allow_partial=spec.get("allow_partial", False), data_options=spec.get("data_options") or {})
-    return model, test, meta
+    return load_for_evaluation(checkpoint, data_dir=data_dir, device=device, limit=limit)
 
 
 def _load(task) -> tuple:

@@ -22,7 +22,8 @@ from noisynn.layers import set_noise
 from noisynn.models import MODELS, build_model
 from noisynn.noise import check_sigma, noise
 
-__all__ = ["TrainSpec", "TrainResult", "train", "load_data", "build_for_data", "load_trained", "resolve_device"]
+__all__ = ["TrainSpec", "TrainResult", "train", "load_data", "build_for_data", "load_trained", "load_for_evaluation",
+           "resolve_device"]
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -333,3 +334,14 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
         raise CheckpointError(f"checkpoint {checkpoint} does not fit model {meta.get('model')!r} ({first})") from None
     meta["sha256"] = state["sha256"]
     return model.to(device).eval(), meta
+
+
+def load_for_evaluation(checkpoint: str | Path, *, data_dir=None, device: str | torch.device = "auto",
+                        limit: int | None = None) -> tuple[nn.Module, datasets.Dataset, dict]:
+    """A trained model (eval mode), the test split it is evaluated on, and its metadata."""
+    dev = resolve_device(device)
+    model, meta = load_trained(checkpoint, device=dev)
+    spec = meta["spec"]
+    test = load_data(meta["model"], meta["dataset"], "test", data_dir=data_dir, device=dev, limit=limit,
+                     allow_partial=spec.get("allow_partial", False), data_options=spec.get("data_options") or {})
+    return model, test, meta
