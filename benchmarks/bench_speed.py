@@ -121,8 +121,8 @@ def plain_torch_copy(model: nn.Module) -> nn.Module:
 
 def gemm_rate(shapes: list[tuple[int, int, int]], device: torch.device, repeats: int) -> float:
     """GFLOP/s of ``torch.mm`` over the GEMMs ``(m, k) x (k, n)`` in ``shapes`` (one each)."""
-    operands = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device)) for m, k, n in set(shapes)]
-    by_shape = {shape: ops for shape, ops in zip(set(shapes), operands)}
+    by_shape = {(m, k, n): (torch.randn(m, k, device=device), torch.randn(k, n, device=device))
+                for m, k, n in set(shapes)}
 
     def run() -> None:
         for shape in shapes:
@@ -270,7 +270,7 @@ def rss_child(device: str, test_size: int, runs: int) -> None:
             r = min(group, runs - g)
             gen = torch.Generator(device=dev).manual_seed(g)
             with noisynn.noise("additive", SIGMA, generator=gen):
-                for xb, yb in zip(test_x.split(batch), test_y.split(batch)):
+                for xb, yb in zip(test_x.split(batch), test_y.split(batch), strict=True):
                     logits = noisynn.repeat_forward(model, xb, r, max_batch=max_batch)
                     correct += int((logits.argmax(-1) == yb).sum())
     _sync(dev)
