@@ -45,6 +45,7 @@ lr = 5e-3
 runs = 5
 votes = 3
 vote_sigma_val = "1"
+vote_limit = 100
 """
 
 
@@ -169,6 +170,23 @@ def test_parse_range():
     for bad in ("1:0:0.1", "0:1", "a:b:c", "0:1:0", "", "0,-1"):
         with pytest.raises(ValueError):
             parse_range(bad)
+
+
+def test_voting_uses_the_profiles_vote_limit_and_evaluation_the_whole_test_set(reference_run):
+    with ResultStore(reference_run / "results.sqlite") as store:
+        votes, noisy = store.points(kind="vote"), store.points(kind="noisy")
+    assert len(votes) == 2 * 3 and noisy  # 2 models x K = 1..3
+    # one trial on the first 100 of the 360 test digits: every accuracy is a whole percentage
+    assert all(abs(100 * p["accuracy"] - round(100 * p["accuracy"])) < 1e-9 for p in votes)
+    # the noisy points use all 360 (runs' accuracies in 1/360 steps, not all whole percentages)
+    runs = [a for p in noisy for a in store_runs(reference_run, p["id"])]
+    assert all(abs(360 * a - round(360 * a)) < 1e-9 for a in runs)
+    assert any(abs(100 * a - round(100 * a)) > 1e-9 for a in runs)
+
+
+def store_runs(run: Path, point_id: int) -> list[float]:
+    with ResultStore(run / "results.sqlite") as store:
+        return store.run_accuracies(point_id)
 
 
 def test_sweep_skips_finished_work_and_owns_its_directory(tiny_preset, reference_run):

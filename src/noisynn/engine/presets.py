@@ -16,6 +16,7 @@ target             95% confidence half-width for ``runs = "auto"`` (fraction, de
 votes              largest K of majority voting (0 or absent: no voting)
 vote_sigma_val     the sigma_val at which voting is measured (default: all of sigma_val)
 vote_trials        independent voting trials per point (default 1)
+vote_limit         vote on the first N test samples only (default: as ``eval_limit``)
 adversarial        adversarial training: PGD ``{eps, alpha, steps, restarts, fraction}``
 attack             a transfer-attack sweep (paper 2, sec. 4): ``{eps, alpha, steps,
                    restarts, limit, eot, eot_steps, eot_restarts, eot_limit}``; the
@@ -42,7 +43,7 @@ __all__ = ["Plan", "list_presets", "load_plan", "PresetError"]
 _PROFILE_KEYS = {
     "sigma_train", "sigma_val", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
     "train_limit", "runs", "target", "votes", "vote_sigma_val", "vote_trials", "augment", "allow_partial",
-    "data_options", "eval_limit", "adversarial", "attack",
+    "data_options", "eval_limit", "vote_limit", "adversarial", "attack",
 }
 
 
@@ -69,6 +70,7 @@ class Plan:
     vote_sigma_val: tuple[float, ...] = ()
     vote_trials: int = 1
     eval_limit: int | None = None
+    vote_limit: int | None = None
     source: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -133,7 +135,8 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
             model=doc["model"], dataset=doc["dataset"], noise=doc["noise"],
             sigma_train=sigma_train, sigma_val=sigma_val, runs=runs, target=float(p.pop("target", 0.0005)),
             votes=votes, vote_sigma_val=vote_sigma_val, vote_trials=int(p.pop("vote_trials", 1)),
-            eval_limit=p.pop("eval_limit", None), source=str(path), train=p, extra=attack,
+            eval_limit=p.pop("eval_limit", None), vote_limit=p.pop("vote_limit", None), source=str(path),
+            train=p, extra=attack,
         )
         plan.train_spec(sigma_train[0], 0)  # validates model, noise, optimiser, numbers
     except (KeyError, ValueError, TypeError, NoisynnError) as exc:

@@ -306,8 +306,9 @@ def run_sweep(
                   eval_limit=plan.eval_limit)
     evals = [EvalTask(checkpoint=str(t.checkpoint), sigma_val=v, runs=plan.runs, target=plan.target, **common)
              for t in trains for v in plan.sigma_val]
-    votes = [VoteTask(checkpoint=str(t.checkpoint), sigma_val=v, votes=plan.votes, trials=plan.vote_trials, **common)
-             for t in trains for v in plan.vote_sigma_val] if plan.votes else []
+    vote_common = {**common, "eval_limit": plan.vote_limit or plan.eval_limit}
+    votes = [VoteTask(checkpoint=str(t.checkpoint), sigma_val=v, votes=plan.votes, trials=plan.vote_trials,
+                      **vote_common) for t in trains for v in plan.vote_sigma_val] if plan.votes else []
 
     def counted(task, result) -> None:
         if result:
