@@ -42,7 +42,8 @@ def _sweep(preset: str, profile: str, out: Path, seed: int, data_dir, device: st
 @user_errors
 def sweep_command(
     preset: str = typer.Argument(..., help="A preset name (noisynn presets) or the path of a .toml preset."),
-    profile: str = typer.Option("quick", "--profile", help="paper (the papers' settings) or quick (minutes)."),
+    profile: str = typer.Option("quick", "--profile", help="paper (the papers' settings), cpu (the reproduction "
+                                "on 2 cores, docs/reproduction.md) or quick (minutes)."),
     out: Path = typer.Option(..., "--out", help="Run directory; re-running resumes it."),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(1, "--workers", help="Local worker processes (1: in this process)."),

@@ -1,7 +1,8 @@
 """Experiment presets: TOML files describing a whole grid of a paper, in profiles.
 
 A preset names the network, the data set and the noise kind, and has one table per
-profile (``paper``: the papers' settings; ``quick``: minutes on 2 CPU cores) with:
+profile (``paper``: the papers' settings; ``cpu``: the reproduction on 2 CPU cores, hours;
+``quick``: minutes) with:
 
 =================  =====================================================================
 key                meaning
