@@ -65,6 +65,10 @@ class Report:
 PROFILE_TEXT = {
     "paper": ("paper", ("Profile <b>paper</b>: the papers' settings (full data, epochs and runs per point). "
                         "Differences from the published numbers are differences in the reproduction.")),
+    "cpu": ("cpu", ("Profile <b>cpu</b>: the reproduction on 2 CPU cores (docs/reproduction.md): the whole test set, "
+                    "more runs per point than quick, fewer epochs than the papers with a larger batch and learning "
+                    "rate (and, for paper 2, fewer σ_train). Differences from the published numbers include the "
+                    "shorter training.")),
     "quick": ("quick", ("Profile <b>quick</b>: a reduced run (fewer epochs, a subset of the training data, few runs "
                         "per point) that takes minutes, not the papers' settings. Its numbers show the trends; they "
                         "are not expected to match the published values.")),

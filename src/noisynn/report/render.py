@@ -19,6 +19,7 @@ tr.uncovered td { color: #999; }
 .banner { padding: 0.7em 1em; border-radius: 6px; margin: 1em 0; }
 .banner.quick { background: #fff4d6; border: 1px solid #e6b400; }
 .banner.paper { background: #e3f4e1; border: 1px solid #3c9a32; }
+.banner.cpu { background: #e6eefb; border: 1px solid #3a6fc4; }
 .banner.other { background: #eef; border: 1px solid #88a; }
 .pass { color: #137a13; font-weight: 600; } .fail { color: #b3261e; font-weight: 600; } .na { color: #888; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
