@@ -277,3 +277,17 @@ def test_real_mnist_lstm_rows_sweep_degrades_without_dni_and_holds_with_it(share
     assert acc[(0.0, 0.0)] > 0.8 and acc[(0.7, 0.0)] > 0.8  # both learned (chance: 0.1)
     assert acc[(0.0, 1.0)] < acc[(0.0, 0.0)] - 0.3  # conventional training collapses at sigma_val = 1
     assert acc[(0.7, 1.0)] > acc[(0.0, 1.0)] + 0.2  # Deep Noise Injection holds up
+
+
+def test_every_shipped_preset_loads_in_every_profile():
+    """A typo in a shipped preset (unknown key, bad sigma range, unknown model) fails here, not hours into a run."""
+    from noisynn.engine.presets import list_presets
+
+    presets = list_presets()
+    assert len(presets) >= 10
+    for row in presets:
+        for profile in row["profiles"]:
+            plan = load_plan(row["name"], profile)
+            assert plan.sigma_train and plan.sigma_val, (row["name"], profile)
+            if profile == "cpu" and row["name"].startswith("paper1-"):  # issue 9: the full grid, 40 runs
+                assert len(plan.sigma_train) == len(plan.sigma_val) == 11 and plan.runs == 40
