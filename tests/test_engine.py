@@ -46,6 +46,7 @@ runs = 5
 votes = 3
 vote_sigma_val = "1"
 vote_limit = 100
+curve_every = 20
 """
 
 
@@ -105,6 +106,25 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
     assert resumed.metrics["val_accuracy"] == straight.metrics["val_accuracy"]
+
+
+def test_learning_curve_within_epochs_learns_and_leaves_the_weights_unchanged(tmp_path):
+    """curve_every records clean validation every N mini-batches (paper 2, fig. 3) without touching training."""
+    spec = TrainSpec("lstm-rows", "digits", "additive", 0.5, epochs=2, batch_size=32, lr=5e-3, seed=4)
+    points: list[dict] = []
+    train(spec, tmp_path / "curve.safetensors", device="cpu", progress=False, curve_every=10,
+          curve_samples=300, on_curve=points.append)
+    train(spec, tmp_path / "plain.safetensors", device="cpu", progress=False)
+    a, _ = load_trained(tmp_path / "curve.safetensors")
+    b, _ = load_trained(tmp_path / "plain.safetensors")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    per_epoch = -(-1437 // 32)  # 45 mini-batches of the 1,437 training digits
+    assert [p["batches"] for p in points] == list(range(10, 2 * per_epoch + 1, 10))
+    assert [p["epoch"] for p in points] == [1 + (p["batches"] - 1) // per_epoch for p in points]
+    assert all(abs(300 * p["val_accuracy"] - round(300 * p["val_accuracy"])) < 1e-9 for p in points)  # 300 samples
+    assert points[-1]["val_accuracy"] > points[0]["val_accuracy"] + 0.2  # it is a learning curve
+    assert points[-1]["val_loss"] < points[0]["val_loss"]
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
@@ -170,6 +190,13 @@ def test_parse_range():
     for bad in ("1:0:0.1", "0:1", "a:b:c", "0:1:0", "", "0,-1"):
         with pytest.raises(ValueError):
             parse_range(bad)
+
+
+def test_sweep_records_the_learning_curve_within_epochs(reference_run):
+    with ResultStore(reference_run / "results.sqlite") as store:
+        curve = store.curve()
+    for st in (0.0, 0.8):  # 4 epochs x 45 mini-batches of the digits: a point every 20
+        assert [c["batches"] for c in curve if c["sigma_train"] == st] == list(range(20, 181, 20))
 
 
 def test_voting_uses_the_profiles_vote_limit_and_evaluation_the_whole_test_set(reference_run):

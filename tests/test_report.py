@@ -38,12 +38,13 @@ runs = 3
 votes = 20
 vote_sigma_val = "0.2"
 vote_trials = 2
+curve_every = 2
 """
 
 FIGURES = ["accuracy", "error_rate", "heatmap", "learning_curves", "weights", "weight_power", "states_h", "states_c",
            "softmax_st0", "softmax_st0.3", "votes"]
 TABLES = ["comparison.csv", "claims.csv", "points.csv", "grid_accuracy.csv", "learning_curves.csv",
-          "weight_power.csv", "voting_cost.csv", "votes.csv"]
+          "learning_curves_batches.csv", "weight_power.csv", "voting_cost.csv", "votes.csv"]
 
 
 @pytest.fixture(scope="module")

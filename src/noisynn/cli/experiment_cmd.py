@@ -29,12 +29,14 @@ def train_command(
     augment: bool = typer.Option(False, "--augment", help="Random crop + flip (images; off in the papers)."),
     allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept a partial data set (smoke runs)."),
     seed: int = typer.Option(0, "--seed"),
+    curve_every: int = typer.Option(0, "--curve-every", help="Also record a learning-curve point every N "
+                                    "mini-batches (clean, first 2,000 test samples; paper 2, fig. 3)."),
     data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Train MODEL with Deep Noise Injection; resumes from DIR's checkpoint if interrupted."""
-    from noisynn.engine.store import EpochRow, ResultStore
+    from noisynn.engine.store import CurveRow, EpochRow, ResultStore
     from noisynn.engine.training import TrainSpec, train
     from noisynn.models import MODELS, build_model
 
@@ -56,8 +58,12 @@ def train_command(
             typer.echo(f"epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.4f}, clean test accuracy "
                        f"{100 * m['val_accuracy']:.2f}% ({m['seconds']:.1f} s)")
 
+    def curve(m: dict) -> None:
+        store.add_curve(CurveRow("train", model, noise, spec.sigma_train, seed, m["batches"], m["epoch"],
+                                 m["val_loss"], m["val_accuracy"]))
+
     result = train(spec, checkpoint, data_dir=data_dir, device=device, on_epoch=report,
-                   progress=progress_enabled(as_json))
+                   progress=progress_enabled(as_json), curve_every=curve_every, on_curve=curve)
     store.close()
     if as_json:
         emit_json({"checkpoint": str(result.checkpoint), "sha256": result.sha256, "epochs_run": result.epochs_run,

@@ -12,6 +12,7 @@ sigma_val          the sigmas to evaluate every trained model at
 epochs             training epochs per model
 batch_size, optimizer, lr, momentum, weight_decay   the optimiser
 train_limit        use only the first N training samples (optional)
+curve_every        a learning-curve point every N mini-batches (paper 2, fig. 3; default 0: per epoch)
 runs               noisy runs per point, or ``"auto"`` (see ``target``)
 target             95% confidence half-width for ``runs = "auto"`` (fraction, default 0.0005)
 votes              largest K of majority voting (0 or absent: no voting)
@@ -44,7 +45,7 @@ __all__ = ["Plan", "list_presets", "load_plan", "PresetError"]
 _PROFILE_KEYS = {
     "sigma_train", "sigma_val", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
     "train_limit", "runs", "target", "votes", "vote_sigma_val", "vote_trials", "augment", "allow_partial",
-    "data_options", "eval_limit", "vote_limit", "adversarial", "attack",
+    "data_options", "eval_limit", "vote_limit", "adversarial", "attack", "curve_every",
 }
 
 
@@ -72,6 +73,7 @@ class Plan:
     vote_trials: int = 1
     eval_limit: int | None = None
     vote_limit: int | None = None
+    curve_every: int = 0
     source: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -136,7 +138,8 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
             model=doc["model"], dataset=doc["dataset"], noise=doc["noise"],
             sigma_train=sigma_train, sigma_val=sigma_val, runs=runs, target=float(p.pop("target", 0.0005)),
             votes=votes, vote_sigma_val=vote_sigma_val, vote_trials=int(p.pop("vote_trials", 1)),
-            eval_limit=p.pop("eval_limit", None), vote_limit=p.pop("vote_limit", None), source=str(path),
+            eval_limit=p.pop("eval_limit", None), vote_limit=p.pop("vote_limit", None),
+            curve_every=int(p.pop("curve_every", 0)), source=str(path),
             train=p, extra=attack,
         )
         plan.train_spec(sigma_train[0], 0)  # validates model, noise, optimiser, numbers

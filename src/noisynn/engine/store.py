@@ -17,6 +17,10 @@ Schema (also in the README):
 ``epochs``: learning curves, one row per finished training epoch
     (``experiment, model, noise, sigma_train, seed, epoch, batches, train_loss,
     train_accuracy, val_loss, val_accuracy, seconds, checkpoint``).
+``curve``: learning curves within epochs (paper 2, fig. 3), one row every
+    ``curve_every`` mini-batches when training asks for it (``experiment, model, noise,
+    sigma_train, seed, batches`` (mini-batches so far), ``epoch, val_loss,
+    val_accuracy`` (clean, on the first ``curve_samples`` test samples)).
 ``meta``: ``key, value`` pairs: which experiment and profile own this directory.
 """
 
@@ -31,7 +35,7 @@ from pathlib import Path
 
 from noisynn.errors import NoisynnError
 
-__all__ = ["ResultStore", "PointKey", "Point", "EpochRow", "StoreError"]
+__all__ = ["ResultStore", "PointKey", "Point", "EpochRow", "CurveRow", "StoreError"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,6 +59,12 @@ CREATE TABLE IF NOT EXISTS epochs (
     val_loss REAL NOT NULL, val_accuracy REAL NOT NULL, seconds REAL NOT NULL,
     checkpoint TEXT NOT NULL,
     PRIMARY KEY (experiment, model, noise, sigma_train, seed, epoch)
+);
+CREATE TABLE IF NOT EXISTS curve (
+    experiment TEXT NOT NULL, model TEXT NOT NULL, noise TEXT NOT NULL,
+    sigma_train REAL NOT NULL, seed INTEGER NOT NULL, batches INTEGER NOT NULL,
+    epoch INTEGER NOT NULL, val_loss REAL NOT NULL, val_accuracy REAL NOT NULL,
+    PRIMARY KEY (experiment, model, noise, sigma_train, seed, batches)
 );
 """
 
@@ -123,6 +133,21 @@ class EpochRow:
     val_accuracy: float
     seconds: float
     checkpoint: str
+
+
+@dataclass(frozen=True)
+class CurveRow:
+    """A learning-curve point inside an epoch: clean validation after ``batches`` mini-batches."""
+
+    experiment: str
+    model: str
+    noise: str
+    sigma_train: float
+    seed: int
+    batches: int
+    epoch: int
+    val_loss: float
+    val_accuracy: float
 
 
 class ResultStore:
@@ -255,6 +280,21 @@ class ResultStore:
                 f"INSERT OR REPLACE INTO epochs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                 tuple(values.values()),
             )
+
+    def add_curve(self, row: CurveRow) -> None:
+        """Record a learning-curve point (a re-run epoch after a kill replaces its points)."""
+        values = asdict(row)
+        values["sigma_train"] = _sigma(values["sigma_train"])
+        with self._conn:
+            self._conn.execute(
+                f"INSERT OR REPLACE INTO curve ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                tuple(values.values()),
+            )
+
+    def curve(self, experiment: str | None = None) -> list[dict]:
+        """The learning-curve points (ordered by noise, sigma_train, seed, batches)."""
+        where, args = ("WHERE experiment = ? ", [experiment]) if experiment is not None else ("", [])
+        return self._dicts(f"SELECT * FROM curve {where}ORDER BY experiment, noise, sigma_train, seed, batches", args)
 
     def epochs(self, experiment: str | None = None) -> list[dict]:
         if experiment is None:

@@ -25,7 +25,7 @@ import torch
 
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, vote_curve
 from noisynn.engine.presets import Plan
-from noisynn.engine.store import EpochRow, Point, PointKey, ResultStore
+from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore
 from noisynn.engine.training import TrainSpec, load_for_evaluation, train
 
 __all__ = ["TrainTask", "EvalTask", "VoteTask", "AttackTask", "LocalExecutor", "ProcessExecutor", "run_sweep", "SweepSummary"]
@@ -43,6 +43,7 @@ class TrainTask:
     data_dir: str | None = None
     device: str = "auto"
     progress: bool = True
+    curve_every: int = 0
 
     @property
     def checkpoint(self) -> Path:
@@ -58,8 +59,15 @@ class TrainTask:
                     val_accuracy=m["val_accuracy"], seconds=m["seconds"], checkpoint=m["checkpoint"],
                 ))
 
+            def curve(m: dict) -> None:
+                store.add_curve(CurveRow(
+                    experiment=self.experiment, model=self.spec.model, noise=self.spec.noise,
+                    sigma_train=self.spec.sigma_train, seed=self.spec.seed, batches=m["batches"], epoch=m["epoch"],
+                    val_loss=m["val_loss"], val_accuracy=m["val_accuracy"],
+                ))
+
             result = train(self.spec, self.checkpoint, data_dir=self.data_dir, device=self.device,
-                           on_epoch=record, progress=self.progress)
+                           on_epoch=record, progress=self.progress, curve_every=self.curve_every, on_curve=curve)
         return result.sha256
 
 
@@ -273,7 +281,8 @@ def run_sweep(
         f"{plan.runs} runs/point{f', voting up to K={plan.votes}' if plan.votes else ''} -> {run_dir}")
     summary = SweepSummary(run_dir)
 
-    trains = [TrainTask(plan.train_spec(s, seed), str(run_dir), plan.name, data_dir, device, progress)
+    trains = [TrainTask(plan.train_spec(s, seed), str(run_dir), plan.name, data_dir, device, progress,
+                        plan.curve_every)
               for s in plan.sigma_train]
 
     def trained(task: TrainTask, sha: str) -> None:

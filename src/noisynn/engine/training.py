@@ -215,6 +215,9 @@ def train(
     device: str | torch.device = "auto",
     on_epoch: Callable[[dict], None] | None = None,
     progress: bool = True,
+    curve_every: int = 0,
+    curve_samples: int = 2000,
+    on_curve: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train (or resume training) the model of ``spec`` with Deep Noise Injection.
 
@@ -230,6 +233,11 @@ def train(
         device: ``auto``, ``cpu`` or ``cuda``.
         on_epoch: called with each finished epoch's metrics dict.
         progress: show a progress bar.
+        curve_every: if > 0, every that many mini-batches measure the clean loss and
+            accuracy on the first ``curve_samples`` test samples and pass
+            ``{"batches", "epoch", "val_loss", "val_accuracy"}`` to ``on_curve`` (the
+            learning curves of paper 2, fig. 3). It draws no random numbers and leaves
+            the model in training mode: the trained weights are the same with or without it.
 
     Raises:
         CheckpointError: the checkpoint belongs to another spec or is corrupt.
@@ -256,6 +264,9 @@ def train(
         if state["optim"] is not None:
             optimizer.load_state_dict(state["optim"])
         start, metrics = int(state["meta"]["epoch"]), state["meta"].get("metrics", {})
+    if curve_every < 0 or curve_samples < 1:
+        raise NoisynnError(f"curve_every must be >= 0 and curve_samples >= 1, got {curve_every}, {curve_samples}")
+    curve_ds = dataclasses.replace(test_ds, x=test_ds.x[:curve_samples], y=test_ds.y[:curve_samples])
     sha = ""
     for epoch in range(start + 1, spec.epochs + 1):
         t0 = time.perf_counter()
@@ -267,7 +278,7 @@ def train(
         total_loss = total_correct = seen = 0.0
         bar = tqdm(loader, desc=f"{spec.key} epoch {epoch}/{spec.epochs}", leave=False, disable=not progress,
                    unit="batch", mininterval=1.0)
-        for xb, yb in bar:
+        for step, (xb, yb) in enumerate(bar, start=(epoch - 1) * len(loader) + 1):
             if attack is not None:
                 xb = _adversarial_batch(spec, attack, xb, yb)
             optimizer.zero_grad(set_to_none=True)
@@ -280,6 +291,9 @@ def train(
             total_loss += loss.item() * len(yb)
             total_correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
+            if curve_every and step % curve_every == 0 and on_curve is not None:
+                val_loss, val_acc = clean_metrics(model, curve_ds)
+                on_curve({"batches": step, "epoch": epoch, "val_loss": val_loss, "val_accuracy": val_acc})
         set_noise(model, None)
         val_loss, val_acc = clean_metrics(model, test_ds)
         metrics = {

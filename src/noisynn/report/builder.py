@@ -186,9 +186,11 @@ def build_report(
         meta = store.meta()
         all_points = store.points()
         all_epochs = store.epochs()
+        all_curve = store.curve()
     experiment = meta.get("experiment") or (all_points[0]["experiment"] if all_points else "")
     points = [p for p in all_points if p["experiment"] == experiment] if experiment else all_points
     epochs = [e for e in all_epochs if e["experiment"] == experiment] if experiment else all_epochs
+    curve = [c for c in all_curve if c["experiment"] == experiment] if experiment else all_curve
     others = sorted({p["experiment"] for p in all_points} - {experiment})
     noise = meta.get("noise") or (points[0]["noise"] if points else None)
     profile = meta.get("profile", "unknown")
@@ -275,13 +277,17 @@ def build_report(
 
     # -- learning curves -----------------------------------------------------------------------
     if epochs:
-        w.fig("learning_curves", figures.learning_curves(epochs, title=title))
+        w.fig("learning_curves", figures.learning_curves(epochs, curve=curve, title=title))
+        if curve:
+            w.csv("learning_curves_batches.csv", curve, ["experiment", "model", "noise", "sigma_train", "seed",
+                                                         "batches", "epoch", "val_loss", "val_accuracy"])
         w.csv("learning_curves.csv", epochs, ["experiment", "model", "noise", "sigma_train", "seed", "epoch",
                                               "batches", "train_loss", "train_accuracy", "val_loss",
                                               "val_accuracy", "seconds", "checkpoint"])
         sections.append(("learning", "Learning curves", figure(
             "learning_curves", "learning curves",
-            "Validation accuracy and loss (noise-free, on the test split, after every epoch) against the number "
+            "Validation accuracy and loss (noise-free, on the test split, after every epoch; with "
+            "<code>curve_every</code>, also every few mini-batches on a fixed test subset) against the number "
             "of mini-batches trained, one curve per σ_train (paper 2, fig. 3).")))
     else:
         notes.append("no learning curve: no training epoch is recorded in the store")

@@ -174,39 +174,52 @@ def accuracy_heatmap(points: Sequence[Mapping], *, kind: str = "noisy", votes: i
 
 
 # -- learning curves -----------------------------------------------------------------------
-def learning_curves(epochs: Sequence[Mapping], *, title: str = "") -> Figure:
+def learning_curves(epochs: Sequence[Mapping], *, curve: Sequence[Mapping] = (), title: str = "") -> Figure:
     """Validation accuracy and loss against mini-batches seen, one curve per σ_train (paper 2, fig. 3).
 
-    ``epochs``: the store's epoch rows (one point per finished epoch; the validation
-    metrics are computed noise-free on the test split).
+    ``epochs``: the store's epoch rows (one marker per finished epoch; validation
+    noise-free on the whole test split). ``curve``: the store's within-epoch rows
+    (training with ``curve_every``; validation on a fixed test subset), drawn as the
+    line where present.
     """
     fig = _figure(11.0, 4.2)
     ax_acc, ax_loss = fig.subplots(1, 2)
     curves: dict[tuple[float, int], list[Mapping]] = {}
+    inner: dict[tuple[float, int], list[Mapping]] = {}
     for e in epochs:
         curves.setdefault((round(float(e["sigma_train"]), 9), int(e["seed"])), []).append(e)
-    seeds = {s for _, s in curves}
-    color = _sigma_colors([st for st, _ in curves])
-    for (st, seed), rows in sorted(curves.items()):
-        rows = sorted(rows, key=lambda r: r["epoch"])
-        x = [r["batches"] for r in rows]
+    for c in curve:
+        inner.setdefault((round(float(c["sigma_train"]), 9), int(c["seed"])), []).append(c)
+    keys = sorted(set(curves) | set(inner))
+    seeds = {s for _, s in keys}
+    color = _sigma_colors([st for st, _ in keys])
+    for st, seed in keys:
         label = f"σ_train = {st:g}" + (f" (seed {seed})" if len(seeds) > 1 else "")
-        ax_acc.plot(x, [100 * r["val_accuracy"] for r in rows], color=color(st), marker="o", ms=2.5, lw=1.3,
-                    label=label)
-        ax_loss.plot(x, [r["val_loss"] for r in rows], color=color(st), marker="o", ms=2.5, lw=1.3, label=label)
+        ends = sorted(curves.get((st, seed), []), key=lambda r: r["batches"])
+        steps = sorted(inner.get((st, seed), []), key=lambda r: r["batches"])
+        for ax, metric, scale in ((ax_acc, "val_accuracy", 100.0), (ax_loss, "val_loss", 1.0)):
+            if steps:
+                ax.plot([r["batches"] for r in steps], [scale * r[metric] for r in steps], color=color(st), lw=1.1,
+                        label=label)
+                ax.plot([r["batches"] for r in ends], [scale * r[metric] for r in ends], color=color(st), ls="none",
+                        marker="o", ms=3)
+            else:
+                ax.plot([r["batches"] for r in ends], [scale * r[metric] for r in ends], color=color(st), marker="o",
+                        ms=2.5, lw=1.3, label=label)
     for ax, what in ((ax_acc, "validation accuracy (%)"), (ax_loss, "validation loss (cross-entropy, nats)")):
         ax.set_xlabel("mini-batches trained")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
-        if curves:
-            ax.set_xlim(0, 1.04 * max(e["batches"] for e in epochs))
+        if keys:
+            ax.set_xlim(0, 1.04 * max(r["batches"] for r in [*epochs, *curve]))
     _plain_log_y(ax_loss)
-    if curves:
+    if keys:
         _legend_outside(ax_loss)
     else:
         _empty(ax_acc, "no finished epoch yet")
-    fig.suptitle((title + ": " if title else "") + "learning curves (noise-free validation on the test split)",
-                 fontsize=10)
+    what = ("lines: every few mini-batches on a test subset; dots: epochs, whole test split" if curve
+            else "after every epoch, on the test split")
+    fig.suptitle((title + ": " if title else "") + f"learning curves (noise-free validation; {what})", fontsize=10)
     return fig
 
 
