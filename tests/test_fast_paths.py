@@ -373,19 +373,27 @@ def test_noisy_lstm_layer_takes_the_fused_path_in_every_configuration(monkeypatc
     assert out.shape == (7, 12)
 
 
-def test_fused_lstm_is_reproducible_and_independent_of_threads():
+def test_fused_lstm_is_reproducible_and_independent_of_threads(monkeypatch):
+    """One thread, or row blocks shared among threads (5 blocks of 64 rows): the same output."""
+    monkeypatch.setattr(_fast, "LSTM_BLOCK", 64)
     model = noisynn.build_model("lstm-rows").eval()
     x = torch.rand(300, 28, 28)
     threads = torch.get_num_threads()
     outs = []
     try:
-        for n in (1, max(2, threads)):
+        for n in (1, max(2, threads), 3):
             torch.set_num_threads(n)
             with torch.no_grad(), noisynn.Additive(0.5, generator=torch.Generator().manual_seed(7)):
                 outs.append(model(x))
+            with torch.inference_mode(), noisynn.Additive(0.5, generator=torch.Generator().manual_seed(7)):
+                outs.append(model(x))  # as the engine evaluates: inference tensors across the pool's threads
+            assert torch.get_num_threads() == n  # the thread count is restored after the shared-out blocks
     finally:
         torch.set_num_threads(threads)
-    assert torch.allclose(outs[0], outs[1], atol=1e-5)  # the same noise; GEMMs may block differently
+    for other in outs[1:]:
+        assert torch.allclose(outs[0], other, atol=1e-5)  # the same noise; GEMMs may block differently
+    with torch.no_grad(), noisynn.Additive(0.5, generator=torch.Generator().manual_seed(8)):
+        assert not torch.allclose(outs[0], model(x), atol=1e-3)  # sanity: another seed, other noise
 
 
 # -- the generator is what the documentation says ------------------------------------------

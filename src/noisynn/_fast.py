@@ -621,8 +621,14 @@ def lstm_layer(
 
 
 def _lstm_forward(x, h0, c0, w_ih, w_hh, bias, mode, sigma, seed, record):
-    """Inference: blocks of rows through all steps, nothing kept for a backward pass."""
-    lib = _library()
+    """Inference: blocks of rows through all steps, nothing kept for a backward pass.
+
+    With several threads and several row blocks, the blocks are shared out among
+    threads that each run whole blocks single-threaded (GEMM and step kernel): one
+    block's GEMM then overlaps another's gate arithmetic instead of every small GEMM
+    being split across threads. The noise of a row depends only on its position, so the
+    result does not depend on the number of threads.
+    """
     T, B, F = x.shape
     H = w_hh.shape[1]
     if x.stride(2) != 1:
@@ -630,12 +636,57 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, bias, mode, sigma, seed, record):
     wt = torch.cat([w_ih, w_hh], 1).t()  # (F + H, 4H): one GEMM on [x_t, h_{t-1}]
     out = empty(T, B, H)
     c_n = torch.empty(B, H, dtype=x.dtype)
-    threads, bias_ptr, f32 = _threads(), _ptr(bias), 4
     block = max(1, min(B, LSTM_BLOCK))
+    starts = list(range(0, B, block))
+    threads = _threads()
+    workers = min(threads, len(starts))
+    args = (x, h0, c0, wt, bias, mode, sigma, seed, record, out, c_n, block)
+    if workers <= 1:
+        _lstm_blocks(starts, threads, *args)
+        return out, out[T - 1].clone(), c_n
+    from concurrent.futures import ThreadPoolExecutor
+
+    inference = torch.is_inference_mode_enabled()  # thread-local, like grad mode: passed on to the pool
+    with _torch_threads(1), ThreadPoolExecutor(workers) as pool:
+        jobs = [pool.submit(_lstm_blocks, starts[i::workers], 1, *args, inference=inference) for i in range(workers)]
+        for job in jobs:
+            job.result()
+    return out, out[T - 1].clone(), c_n
+
+
+class _torch_threads:
+    """Temporarily set torch's intra-op thread count."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.old = n, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.old)
+
+
+def _lstm_blocks(starts, threads, *args, inference: bool | None = None):
+    """Run the row blocks beginning at ``starts`` through all T steps (own buffers).
+
+    Grad and inference mode are per thread: a pool thread gets the caller's here.
+    """
+    if inference is None:
+        return _run_blocks(starts, threads, *args)
+    with torch.inference_mode(inference), torch.no_grad():
+        return _run_blocks(starts, threads, *args)
+
+
+def _run_blocks(starts, threads, x, h0, c0, wt, bias, mode, sigma, seed, record, out, c_n, block):
+    lib = _library()
+    T, B, F = x.shape
+    H = wt.shape[1] // 4
+    bias_ptr, f32 = _ptr(bias), 4
     xh = torch.empty(block, F + H, dtype=x.dtype)
     gates = torch.empty(block, 4 * H, dtype=x.dtype)
     cell = torch.empty(block, H, dtype=x.dtype)
-    for b0 in range(0, B, block):
+    for b0 in starts:
         n = min(block, B - b0)
         xh_n, gates_n, c = xh[:n], gates[:n], cell[:n]
         xh_n[:, :F] = x[0, b0 : b0 + n]
@@ -658,7 +709,6 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, bias, mode, sigma, seed, record):
                 threads,
             )
         c_n[b0 : b0 + n] = c
-    return out, out[T - 1].clone(), c_n
 
 
 class _LSTMFunction(torch.autograd.Function):
