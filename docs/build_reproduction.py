@@ -26,8 +26,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-from matplotlib import image as mpimg  # noqa: E402
-from matplotlib import pyplot as plt  # noqa: E402
 
 from noisynn.engine import ResultStore, load_plan  # noqa: E402
 from noisynn.report.builder import build_report  # noqa: E402
@@ -56,13 +54,12 @@ def table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def small_png(src: Path, dst: Path, width_px: int = 760) -> None:
-    """A reduced copy of a report figure (the docs keep small files)."""
-    img = mpimg.imread(src)
-    h, w = img.shape[:2]
-    fig = plt.figure(figsize=(width_px / 100, width_px / 100 * h / w), dpi=100)
-    fig.figimage(img, resize=True)
-    fig.savefig(dst, dpi=100 * width_px / w)
-    plt.close(fig)
+    """A reduced copy of a report figure (the docs keep small files; Pillow comes with matplotlib)."""
+    from PIL import Image
+
+    with Image.open(src) as img:
+        img.thumbnail((width_px, width_px * 4), Image.LANCZOS)
+        img.convert("RGB").quantize(colors=128).save(dst, optimize=True)  # a palette PNG: a third of the size
 
 
 def read_csv(path: Path) -> list[dict]:
