@@ -211,6 +211,30 @@ def bench_eval(device: torch.device, repeats: int, batch: int) -> tuple[list[Row
     return rows, (n / t_noisy, n / t_ref)
 
 
+def bench_rnn(device: torch.device, repeats: int, batch: int) -> list[Row]:
+    """Extra row: rnn-rows noisy evaluation (no fused kernel: torch ops + the fast sampler) vs nn.RNN."""
+    torch.manual_seed(0)
+    noisy = noisynn.build_model("rnn-rows").to(device).eval()
+    noisynn.set_noise(noisy, "additive", SIGMA)
+    rnn, head = nn.RNN(28, 128, batch_first=True).to(device).eval(), nn.Linear(128, 10).to(device)
+    x = torch.rand(batch, 28, 28, device=device)
+    tiled = x.repeat(REPEATS, 1, 1)
+
+    def run_noisy() -> None:
+        with torch.inference_mode():
+            noisynn.repeat_forward(noisy, x, REPEATS)
+
+    def run_ref() -> None:
+        with torch.inference_mode():
+            for chunk in tiled.split(256):
+                head(rnn(chunk)[0][:, -1])
+
+    t_noisy, t_ref = time_pair(run_noisy, run_ref, device, repeats)
+    n = REPEATS * batch
+    return [dict(name=f"+ eval rnn-rows, {REPEATS} x {batch} seq", unit="seq/s", noisy=n / t_noisy, ref=n / t_ref,
+                 target=None, extra="vs nn.RNN + nn.Linear")]
+
+
 def bench_sampler(device: torch.device, repeats: int, numel: int) -> list[Row]:
     t = torch.empty(numel, device=device)
     fast = _fast is not None and _fast.usable(t, None)
@@ -362,7 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per side (median), >= 5")
     parser.add_argument("--only", default="train,eval,sampler,cnn6,memory",
-                        help="comma-separated subset of: train, eval, sampler, cnn6, memory")
+                        help="comma-separated subset of: train, eval, sampler, cnn6, memory, rnn (extra row, not "
+                             "in the default set: the vanilla RNN, which has no fused kernel)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run; noisier numbers)")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss-test-size", type=int, default=10_000, help=argparse.SUPPRESS)
@@ -388,6 +413,8 @@ def main(argv: list[str] | None = None) -> None:
     if "eval" in only:
         eval_rows, throughput = bench_eval(device, args.repeats, 64 if quick else 256)
         rows += eval_rows
+    if "rnn" in only:
+        rows += bench_rnn(device, args.repeats, 64 if quick else 256)
     if "sampler" in only:
         rows += bench_sampler(device, args.repeats, 2**20 if quick else 2**22)
     if "cnn6" in only:
