@@ -396,6 +396,84 @@ def test_fused_lstm_is_reproducible_and_independent_of_threads(monkeypatch):
         assert not torch.allclose(outs[0], model(x), atol=1e-3)  # sanity: another seed, other noise
 
 
+# -- the fused vanilla RNN (inference) -------------------------------------------------------
+def rnn_case(seed: int, batch: int, hidden: int, bias: bool = True, nonlinearity: str = "tanh"):
+    torch.manual_seed(seed)
+    layer = noisynn.NoisyRNN(5, hidden, bias=bias, nonlinearity=nonlinearity)
+    x = torch.randn(6, batch, 5)
+    h0 = torch.randn(batch, hidden)
+    return layer, x, h0, layer._cell_weights(0)
+
+
+RNN_CASES = [
+    pytest.param(dict(batch=37, hidden=13), id="tanh-odd-sizes"),
+    pytest.param(dict(batch=40, hidden=16, nonlinearity="relu"), id="relu"),
+    pytest.param(dict(batch=21, hidden=8, bias=False), id="no-bias"),
+]
+
+
+@pytest.mark.parametrize("case", RNN_CASES)
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_fused_rnn_equals_reference_at_sigma_zero_and_with_replayed_noise(case, kind, monkeypatch):
+    monkeypatch.setattr(_fast, "LSTM_BLOCK", 16)  # several row blocks
+    layer, x, h0, w = rnn_case(0, **case)
+    nl = case.get("nonlinearity", "tanh")
+    with torch.no_grad():
+        ref = layer._unroll_reference(x, (h0, None), w, AddsNothing())
+        fused = _fast.rnn_layer(x, h0, *w, nl, kind, 0.0, None)
+        for a, b in zip(ref[:2], fused, strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (a - b).abs().max()
+        record = torch.empty(x.shape[0], x.shape[1], layer.hidden_size)
+        noisy = _fast.rnn_layer(x, h0, *w, nl, kind, 0.7, None, record)
+        replayed = layer._unroll_reference(x, (h0, None), w, Replay(record, kind))
+        for a, b in zip(replayed[:2], noisy, strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (a - b).abs().max()
+        assert not torch.allclose(noisy[0], fused[0], atol=1e-2)  # sanity: the noise matters
+
+
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_fused_rnn_noise_is_gaussian_and_fresh_per_step_row_and_call(kind, monkeypatch):
+    monkeypatch.setattr(_fast, "LSTM_BLOCK", 128)
+    steps, batch, hidden = 16, 512, 128
+    layer = noisynn.NoisyRNN(3, hidden)
+    x = torch.randn(steps, batch, 3)
+    zeros = torch.zeros(batch, hidden)
+    records = []
+    for _ in range(2):
+        record = torch.empty(steps, batch, hidden)
+        with torch.no_grad():
+            _fast.rnn_layer(x, zeros, *layer._cell_weights(0), "tanh", kind, 0.5, None, record)
+        records.append((record - (1.0 if kind == "multiplicative" else 0.0)) / 0.5)
+    z = records[0]
+    assert_standard_normal(z)
+    assert ks_statistic(z) < KS_CRITICAL
+    assert abs(corr(z[:-1], z[1:])) < 5 / math.sqrt(z[1:].numel())  # steps
+    assert abs(corr(z[:, :-1], z[:, 1:])) < 5 / math.sqrt(z[:, 1:].numel())  # rows
+    assert abs(corr(records[0], records[1])) < 5 / math.sqrt(z.numel())  # calls
+
+
+def test_rnn_rows_fast_and_reference_outputs_have_the_same_distribution_and_training_uses_the_reference():
+    torch.manual_seed(13)
+    model = noisynn.build_model("rnn-rows", steps=10, input_size=8).eval()
+    noisynn.set_noise(model, noisynn.PerSite({"rnn": noisynn.Additive(0.6)}))
+    x = torch.rand(1, 10, 8)
+    with torch.no_grad():
+        fast = noisynn.repeat_forward(model, x, 2000)[:, 0]
+        with reference():
+            ref = noisynn.repeat_forward(model, x, 2000)[:, 0]
+    assert fast.std(0).min() > 1e-3
+    for k in range(10):
+        a, b = fast[:, k].double(), ref[:, k].double()
+        assert two_sample_ks(a, b) < KS_CRITICAL + 0.2, k
+        se = [math.sqrt((((v - v.mean()) ** 4).mean() / v.var() ** 2 - 1).item() / v.numel()) for v in (a, b)]
+        assert abs(math.log(a.var().item() / b.var().item())) < 5 * math.hypot(*se), k
+    # with autograd the layer keeps the plain path (the fused RNN has no backward): gradients flow
+    model.train()
+    loss = model(torch.rand(4, 10, 8)).sum()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 # -- the generator is what the documentation says ------------------------------------------
 M32 = 0xFFFFFFFF
 

@@ -48,8 +48,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "available", "usable", "seed_words", "empty", "normal_", "gaussian_noise", "lstm_layer", "MIN_ELEMENTS",
-    "LSTM_BLOCK",
+    "available", "usable", "seed_words", "empty", "normal_", "gaussian_noise", "lstm_layer", "rnn_layer",
+    "MIN_ELEMENTS", "LSTM_BLOCK",
 ]
 
 #: Tensors with fewer elements keep torch's sampler: below this a call's fixed cost
@@ -227,7 +227,7 @@ static void normals(float *out, i64 n, const u32 *seed, u64 stream) {
     }
 }
 
-int nn_version(void) { return 1; }
+int nn_version(void) { return 2; }
 
 /* The first n (a multiple of W) raw words of a sub-stream, lane-interleaved: for tests. */
 void nn_words(u32 *out, i64 n, const u32 *seed, u64 stream) {
@@ -336,6 +336,50 @@ void nn_lstm_step(i64 B, i64 H, const float *g, const float *bias, const float *
     }
 }
 
+/* One step of a noisy vanilla RNN on B rows, inference: g (B, H) = [x_t, h_{t-1}] W^T
+   (no bias); pre = g + bias made noisy as in nn_lstm_step (row b: sub-stream stream0 + b);
+   h = tanh(pre) (act 0) or relu(pre) (act 1) to h_out (row stride hs) and, if xh is set,
+   [x_next, h] to xh (B, F + H); noise (B, H), if set, gets the added term or the factor. */
+void nn_rnn_step(i64 B, i64 H, const float *g, const float *bias, float *h_out, i64 hs,
+                 float *xh, i64 F, const float *x_next, i64 xs, int mode, float sigma,
+                 const u32 *seed, u64 stream0, int act, float *noise, int threads) {
+    const i64 Hp = (H + W - 1) / W * W;
+    #pragma omp parallel num_threads(threads) if (threads > 1 && B * H >= 4096)
+    {
+        float *z = malloc((size_t)(H + Hp) * sizeof(float)), *pre = z + H;
+        memset(pre, 0, (size_t)Hp * sizeof(float));
+        #pragma omp for schedule(static)
+        for (i64 b = 0; b < B; b++) {
+            const float *gb = g + b * H;
+            float *nb = noise ? noise + b * H : NULL, *hn = h_out + b * hs;
+            if (mode) normals(z, H, seed, stream0 + (u64)b);
+            for (i64 j = 0; j < H; j++) {
+                float p = gb[j] + (bias ? bias[j] : 0.0f);
+                if (mode == 1) {
+                    float e = sigma * z[j];
+                    p += e;
+                    if (nb) nb[j] = e;
+                } else if (mode == 2) {
+                    float e = 1.0f + sigma * z[j];
+                    p *= e;
+                    if (nb) nb[j] = e;
+                }
+                pre[j] = p;
+            }
+            if (act)
+                for (i64 j = 0; j < H; j++) pre[j] = pre[j] > 0.0f ? pre[j] : 0.0f;
+            else
+                for (i64 j = 0; j < Hp; j += W) vstore(pre + j, vtanh(vload(pre + j)));
+            memcpy(hn, pre, (size_t)H * sizeof(float));
+            if (xh) {
+                memcpy(xh + b * (F + H) + F, pre, (size_t)H * sizeof(float));
+                if (x_next) memcpy(xh + b * (F + H), x_next + b * xs, (size_t)F * sizeof(float));
+            }
+        }
+        free(z);
+    }
+}
+
 /* Backward of W cells: a holds the activations i, f, g, o (gate stride H); dh the
    gradient of h_t; dc that of c_t in, of c_{t-1} out; d the pre-activation gradient
    (gate stride H); m the multiplicative noise (NULL: additive). */
@@ -399,7 +443,7 @@ void nn_lstm_step_backward(i64 B, i64 H, const float *act, const float *c_prev, 
 }
 """
 
-_VERSION = 1
+_VERSION = 2
 # -fno-math-errno lets sqrtf vectorise; no -ffast-math: NaN and infinities behave
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=gnu11", "-shared", "-fPIC")
 
@@ -467,7 +511,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.nn_noise.argtypes = [p, p, i64, i32, f32, f32, p, i32]
     lib.nn_lstm_step.argtypes = [i64, i64, p, p, p, p, p, i64, p, i64, p, i64, i32, f32, p, ctypes.c_uint64, p, p, i32]
     lib.nn_lstm_step_backward.argtypes = [i64, i64, p, p, p, p, p, i64, p, p, p, i32]
-    for fn in (lib.nn_words, lib.nn_noise, lib.nn_lstm_step, lib.nn_lstm_step_backward):
+    lib.nn_rnn_step.argtypes = [i64, i64, p, p, p, i64, p, i64, p, i64, i32, f32, p, ctypes.c_uint64, i32, p, i32]
+    for fn in (lib.nn_words, lib.nn_noise, lib.nn_lstm_step, lib.nn_lstm_step_backward, lib.nn_rnn_step):
         fn.restype = None
     return lib
 
@@ -709,6 +754,77 @@ def _run_blocks(starts, threads, x, h0, c0, wt, bias, mode, sigma, seed, record,
                 threads,
             )
         c_n[b0 : b0 + n] = c
+
+
+@torch.no_grad()
+def rnn_layer(
+    seq: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+    nonlinearity: str, kind: str, sigma: float, generator: torch.Generator | None, record: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One direction of one noisy vanilla-RNN layer, fused, for inference (no autograd).
+
+    Args:
+        seq: ``(T, B, F)`` input; h0: ``(B, H)``; weights as in torch.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+        kind, sigma, generator: the Gaussian noise on every pre-activation.
+        record: optional ``(T, B, H)`` tensor that receives the noise applied (tests).
+
+    Returns:
+        ``(output (T, B, H), h_T)``. Rows run in blocks of :data:`LSTM_BLOCK` shared out
+        among threads, as in :func:`lstm_layer`; row b of step t draws sub-stream
+        ``t B + b``, so the result does not depend on the thread count.
+    """
+    T, B, F = seq.shape
+    H = w_hh.shape[1]
+    x = seq if seq.stride(2) == 1 else seq.contiguous()
+    wt = torch.cat([w_ih, w_hh], 1).t()
+    out = empty(T, B, H)
+    block = max(1, min(B, LSTM_BLOCK))
+    starts = list(range(0, B, block))
+    threads = _threads()
+    workers = min(threads, len(starts))
+    args = (x, h0, wt, _bias(b_ih, b_hh), MODES[kind], sigma, seed_words(generator), record, out, block,
+            1 if nonlinearity == "relu" else 0)
+    if workers <= 1:
+        _rnn_blocks(starts, threads, *args)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        inference = torch.is_inference_mode_enabled()
+        with _torch_threads(1), ThreadPoolExecutor(workers) as pool:
+            jobs = [pool.submit(_rnn_blocks, starts[i::workers], 1, *args, inference=inference)
+                    for i in range(workers)]
+            for job in jobs:
+                job.result()
+    return out, out[T - 1].clone()
+
+
+def _rnn_blocks(starts, threads, x, h0, wt, bias, mode, sigma, seed, record, out, block, act, *,
+                inference: bool | None = None):
+    if inference is not None:
+        with torch.inference_mode(inference), torch.no_grad():
+            return _rnn_blocks(starts, threads, x, h0, wt, bias, mode, sigma, seed, record, out, block, act)
+    lib = _library()
+    T, B, F = x.shape
+    H = wt.shape[1]
+    f32 = 4
+    xh = torch.empty(block, F + H, dtype=x.dtype)
+    pre = torch.empty(block, H, dtype=x.dtype)
+    for b0 in starts:
+        n = min(block, B - b0)
+        xh_n, pre_n = xh[:n], pre[:n]
+        xh_n[:, :F] = x[0, b0 : b0 + n]
+        xh_n[:, F:] = h0[b0 : b0 + n]
+        for t in range(T):
+            torch.mm(xh_n, wt, out=pre_n)
+            last = t == T - 1
+            lib.nn_rnn_step(
+                n, H, pre_n.data_ptr(), _ptr(bias), out.data_ptr() + (t * B + b0) * H * f32, H,
+                None if last else xh_n.data_ptr(), F,
+                None if last else x.data_ptr() + ((t + 1) * x.stride(0) + b0 * x.stride(1)) * f32, x.stride(1),
+                mode, sigma, seed, t * B + b0, act,
+                None if record is None else record.data_ptr() + (t * B + b0) * H * f32, threads,
+            )
 
 
 class _LSTMFunction(torch.autograd.Function):

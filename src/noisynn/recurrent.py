@@ -307,6 +307,16 @@ class NoisyRNN(_NoisyRNNBase):
 
     def _unroll(self, seq, state, weights, model):
         w_ih, w_hh, b_ih, b_hh = weights
+        spec = model.gaussian(self.site_name)
+        inference = not (torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (seq, state[0], *weights)))
+        if spec is not None and inference and _fast.usable(seq, spec.generator):
+            return (*_fast.rnn_layer(seq, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity, *spec), None)
+        return self._unroll_reference(seq, state, weights, model)
+
+    def _unroll_reference(self, seq, state, weights, model):
+        """The plain definition: ``model.apply`` on the pre-activation at every step."""
+        w_ih, w_hh, b_ih, b_hh = weights
         bias = b_ih if b_hh is None else b_ih + b_hh if b_ih is not None else None
         act = torch.tanh if self.mode == "RNN_TANH" else torch.relu
         xproj = F.linear(seq, w_ih, bias)
