@@ -39,7 +39,7 @@ EXPERIMENTS = [
     "paper2-cnn6-additive",
     "paper2-lstm-strokes-multiplicative",
 ]
-FIGURES = ["accuracy", "heatmap"]
+FIGURES = ["accuracy", "heatmap", "votes", "learning_curves", "weight_power"]  # those the report made
 BEGIN, END = "<!-- BEGIN measured -->", "<!-- END measured -->"
 
 
@@ -140,7 +140,8 @@ def section(preset: str, run: Path, args) -> list[str]:
             flag = " ⚠" if diff is not None and abs(diff) > 0.02 else ""
             rows.append([r["source"], r["row"], f"{r['sigma_val']:g}", r["votes"], f"{pct(r['value'])} ({paper_st})",
                          f"{pct(measured)} ({here})" if measured is not None else "not measured",
-                         f"{100 * diff:+.1f}{flag}" if diff is not None else "", pct(se, 2), n_runs or ""])
+                         f"{100 * diff:+.1f}{flag}" if diff is not None else "",
+                         pct(se, 2) if n_runs and n_runs > 1 else "–", n_runs or ""])
         lines += table(["source", "row", "σ_val", "K", "paper (σ_train)", "measured (σ_train)", "Δ", "SE", "runs"],
                        rows)
         lines.append("")
