@@ -330,6 +330,17 @@ def test_fused_lstm_noise_is_gaussian_and_fresh_per_step_row_gate_and_call(kind,
     assert abs(corr(records[0], records[1])) < 5 / math.sqrt(z.numel())  # calls
 
 
+def assert_same_distributions(fast: torch.Tensor, ref: torch.Tensor) -> None:
+    """Columns of two (runs, 10) logit samples: noisy, and equal in distribution."""
+    assert fast.std(0).min() > 1e-3  # noisy
+    for k in range(fast.shape[1]):
+        a, b = fast[:, k].double(), ref[:, k].double()
+        assert two_sample_ks(a, b) < KS_CRITICAL + 0.2, k  # 10 looks
+        # and the spread, which the KS statistic sees poorly: log variance ratio within 5 SE
+        se = [math.sqrt((((v - v.mean()) ** 4).mean() / v.var() ** 2 - 1).item() / v.numel()) for v in (a, b)]
+        assert abs(math.log(a.var().item() / b.var().item())) < 5 * math.hypot(*se), k
+
+
 @pytest.mark.parametrize("kind", ["additive", "multiplicative"])
 def test_lstm_classifier_fast_and_reference_outputs_have_the_same_distribution(kind):
     """A whole network, one input repeated 2000 times: the noisy logits' distributions agree."""
@@ -343,13 +354,7 @@ def test_lstm_classifier_fast_and_reference_outputs_have_the_same_distribution(k
             ref = noisynn.repeat_forward(model, x, 2000)[:, 0]
         with noisynn.clean():
             clean = model(x)[0]
-    assert fast.std(0).min() > 1e-3  # noisy
-    for k in range(10):
-        a, b = fast[:, k].double(), ref[:, k].double()
-        assert two_sample_ks(a, b) < KS_CRITICAL + 0.2, k  # 10 looks
-        # and the spread, which the KS statistic sees poorly: log variance ratio within 5 SE
-        se = [math.sqrt((((v - v.mean()) ** 4).mean() / v.var() ** 2 - 1).item() / v.numel()) for v in (a, b)]
-        assert abs(math.log(a.var().item() / b.var().item())) < 5 * math.hypot(*se), k
+    assert_same_distributions(fast, ref)
     assert not torch.allclose(fast.mean(0), clean)  # sanity: noise matters at sigma 0.6
 
 
@@ -461,12 +466,7 @@ def test_rnn_rows_fast_and_reference_outputs_have_the_same_distribution_and_trai
         fast = noisynn.repeat_forward(model, x, 2000)[:, 0]
         with reference():
             ref = noisynn.repeat_forward(model, x, 2000)[:, 0]
-    assert fast.std(0).min() > 1e-3
-    for k in range(10):
-        a, b = fast[:, k].double(), ref[:, k].double()
-        assert two_sample_ks(a, b) < KS_CRITICAL + 0.2, k
-        se = [math.sqrt((((v - v.mean()) ** 4).mean() / v.var() ** 2 - 1).item() / v.numel()) for v in (a, b)]
-        assert abs(math.log(a.var().item() / b.var().item())) < 5 * math.hypot(*se), k
+    assert_same_distributions(fast, ref)
     # with autograd the layer keeps the plain path (the fused RNN has no backward): gradients flow
     model.train()
     loss = model(torch.rand(4, 10, 8)).sum()

@@ -263,6 +263,26 @@ void nn_noise(float *out, const float *in, i64 n, int mode, float mean, float si
     }
 }
 
+/* ---- noisy pre-activations --------------------------------------------------------- */
+/* pre = g + bias made noisy: + sigma z (mode 1), * (1 + sigma z) (mode 2), as is (mode 0);
+   noise, if set, gets the added term or the factor. A plain loop: auto-vectorised. */
+static inline void noisy_pre(i64 n, const float *g, const float *bias, const float *z, int mode, float sigma,
+                             float *pre, float *noise) {
+    for (i64 j = 0; j < n; j++) {
+        float p = g[j] + (bias ? bias[j] : 0.0f);
+        if (mode == 1) {
+            float e = sigma * z[j];
+            p += e;
+            if (noise) noise[j] = e;
+        } else if (mode == 2) {
+            float e = 1.0f + sigma * z[j];
+            p *= e;
+            if (noise) noise[j] = e;
+        }
+        pre[j] = p;
+    }
+}
+
 /* ---- noisy LSTM step ------------------------------------------------------------- */
 /* The math of W cells, on full vectors. Gates come as their activations i, f, g, o. */
 static inline void cell_forward(const float *i, const float *f, const float *g, const float *o,
@@ -293,22 +313,10 @@ void nn_lstm_step(i64 B, i64 H, const float *g, const float *bias, const float *
         for (i64 b = 0; b < B; b++) {
             const float *gb = g + b * G;
             if (mode) normals(z, G, seed, stream0 + (u64)b);
-            for (int k = 0; k < 4; k++) { /* noisy pre-activations, plain loops (auto-vectorised) */
-                const float *gk = gb + k * H, *bk = bias ? bias + k * H : NULL, *zk = z + k * H;
-                float *pk = pre + k * Hp, *nk = noise ? noise + b * G + k * H : NULL;
-                for (i64 j = 0; j < H; j++) {
-                    float p = gk[j] + (bk ? bk[j] : 0.0f);
-                    if (mode == 1) {
-                        float e = sigma * zk[j];
-                        p += e;
-                        if (nk) nk[j] = e;
-                    } else if (mode == 2) {
-                        float e = 1.0f + sigma * zk[j];
-                        p *= e;
-                        if (nk) nk[j] = e;
-                    }
-                    pk[j] = p;
-                }
+            for (int k = 0; k < 4; k++) {
+                float *pk = pre + k * Hp;
+                noisy_pre(H, gb + k * H, bias ? bias + k * H : NULL, z + k * H, mode, sigma, pk,
+                          noise ? noise + b * G + k * H : NULL);
                 /* activations in place: short independent iterations overlap well */
                 for (i64 j = 0; j < Hp; j += W)
                     vstore(pk + j, k == 2 ? vtanh(vload(pk + j)) : vsigmoid(vload(pk + j)));
@@ -353,19 +361,7 @@ void nn_rnn_step(i64 B, i64 H, const float *g, const float *bias, float *h_out, 
             const float *gb = g + b * H;
             float *nb = noise ? noise + b * H : NULL, *hn = h_out + b * hs;
             if (mode) normals(z, H, seed, stream0 + (u64)b);
-            for (i64 j = 0; j < H; j++) {
-                float p = gb[j] + (bias ? bias[j] : 0.0f);
-                if (mode == 1) {
-                    float e = sigma * z[j];
-                    p += e;
-                    if (nb) nb[j] = e;
-                } else if (mode == 2) {
-                    float e = 1.0f + sigma * z[j];
-                    p *= e;
-                    if (nb) nb[j] = e;
-                }
-                pre[j] = p;
-            }
+            noisy_pre(H, gb, bias, z, mode, sigma, pre, nb);
             if (act)
                 for (i64 j = 0; j < H; j++) pre[j] = pre[j] > 0.0f ? pre[j] : 0.0f;
             else
