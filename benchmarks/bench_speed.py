@@ -181,11 +181,14 @@ def bench_train(device: torch.device, repeats: int, batch: int) -> list[Row]:
                  target=0.75, stretch=0.9)]
 
 
-def bench_eval(device: torch.device, repeats: int, batch: int) -> tuple[list[Row], float]:
+def time_noisy_eval(model: str, ref: Callable[[torch.Tensor], object], device: torch.device, repeats: int,
+                    batch: int) -> tuple[float, float, int]:
+    """Seconds of ``REPEATS`` noisy passes of ``batch`` sequences through ``model`` (batched
+    by ``repeat_forward``) and of ``ref`` noise-free on the same sequences in chunks of 256
+    (its fastest batch here); and the number of sequences."""
     torch.manual_seed(0)
-    noisy = noisynn.build_model("lstm-rows").to(device).eval()
+    noisy = noisynn.build_model(model).to(device).eval()
     noisynn.set_noise(noisy, "additive", SIGMA)
-    ref = TorchLSTMRows().to(device).eval()
     x = torch.rand(batch, 28, 28, device=device)
     tiled = x.repeat(REPEATS, 1, 1)
 
@@ -199,7 +202,13 @@ def bench_eval(device: torch.device, repeats: int, batch: int) -> tuple[list[Row
                 ref(chunk)
 
     t_noisy, t_ref = time_pair(run_noisy, run_ref, device, repeats)
-    n = REPEATS * batch
+    return t_noisy, t_ref, REPEATS * batch
+
+
+def bench_eval(device: torch.device, repeats: int, batch: int) -> tuple[list[Row], tuple[float, float]]:
+    torch.manual_seed(0)
+    ref = TorchLSTMRows().to(device).eval()
+    t_noisy, t_ref, n = time_noisy_eval("lstm-rows", ref, device, repeats, batch)
     rows = [dict(name=f"2 eval lstm-rows, {REPEATS} x {batch} seq", unit="seq/s", noisy=n / t_noisy, ref=n / t_ref,
                  target=0.5, stretch=0.7)]
     # 5: achieved GFLOP/s (both networks do the same matrix products) vs torch.mm on them
@@ -212,25 +221,10 @@ def bench_eval(device: torch.device, repeats: int, batch: int) -> tuple[list[Row
 
 
 def bench_rnn(device: torch.device, repeats: int, batch: int) -> list[Row]:
-    """Extra row: rnn-rows noisy evaluation (no fused kernel: torch ops + the fast sampler) vs nn.RNN."""
+    """Extra row: rnn-rows noisy evaluation vs nn.RNN + nn.Linear noise-free."""
     torch.manual_seed(0)
-    noisy = noisynn.build_model("rnn-rows").to(device).eval()
-    noisynn.set_noise(noisy, "additive", SIGMA)
     rnn, head = nn.RNN(28, 128, batch_first=True).to(device).eval(), nn.Linear(128, 10).to(device)
-    x = torch.rand(batch, 28, 28, device=device)
-    tiled = x.repeat(REPEATS, 1, 1)
-
-    def run_noisy() -> None:
-        with torch.inference_mode():
-            noisynn.repeat_forward(noisy, x, REPEATS)
-
-    def run_ref() -> None:
-        with torch.inference_mode():
-            for chunk in tiled.split(256):
-                head(rnn(chunk)[0][:, -1])
-
-    t_noisy, t_ref = time_pair(run_noisy, run_ref, device, repeats)
-    n = REPEATS * batch
+    t_noisy, t_ref, n = time_noisy_eval("rnn-rows", lambda xb: head(rnn(xb)[0][:, -1]), device, repeats, batch)
     return [dict(name=f"+ eval rnn-rows, {REPEATS} x {batch} seq", unit="seq/s", noisy=n / t_noisy, ref=n / t_ref,
                  target=None, extra="vs nn.RNN + nn.Linear")]
 

@@ -308,26 +308,33 @@ def test_fused_lstm_noise_replayed_by_the_reference_gives_the_same_values_and_gr
 def test_fused_lstm_noise_is_gaussian_and_fresh_per_step_row_gate_and_call(kind, monkeypatch):
     monkeypatch.setattr(_fast, "LSTM_BLOCK", 128)
     steps, batch, hidden = 8, 256, 128
-    layer = noisynn.NoisyLSTM(3, hidden)
-    x = torch.randn(steps, batch, 3)
-    zeros = torch.zeros(batch, hidden)
-    records = []
-    for _ in range(2):
-        record = torch.empty(steps, batch, 4 * hidden)
-        with torch.no_grad():
-            _fast.lstm_layer(x, zeros, zeros, *layer._cell_weights(0), kind, 0.5, None, record)
-        records.append((record - (1.0 if kind == "multiplicative" else 0.0)) / 0.5)  # to N(0, 1)
-    z = records[0]
-    assert_standard_normal(z)
-    assert ks_statistic(z) < KS_CRITICAL
+    w = noisynn.NoisyLSTM(3, hidden)._cell_weights(0)
+    x, zeros = torch.randn(steps, batch, 3), torch.zeros(batch, hidden)
+    z = assert_fresh_standard_normal(
+        lambda record: _fast.lstm_layer(x, zeros, zeros, *w, kind, 0.5, None, record), (steps, batch, 4 * hidden), kind)
     bound = 5 / math.sqrt(z[0].numel())
-    assert abs(corr(z[:-1], z[1:])) < 5 / math.sqrt(z[1:].numel())  # steps
-    assert abs(corr(z[:, :-1], z[:, 1:])) < 5 / math.sqrt(z[:, 1:].numel())  # rows (repeats, samples)
     for gate in range(3):  # gates of one row
         a = z[..., gate * hidden : (gate + 1) * hidden]
         b = z[..., (gate + 1) * hidden : (gate + 2) * hidden]
         assert abs(corr(a, b)) < bound * 2
+
+
+def assert_fresh_standard_normal(layer_call, shape, kind, sigma=0.5) -> torch.Tensor:
+    """Two calls of a fused layer recording its (steps, rows, units) noise: the noise scaled
+    to N(0, 1) is Gaussian and uncorrelated across steps, rows and calls. Returns call 1's."""
+    records = []
+    for _ in range(2):
+        record = torch.empty(shape)
+        with torch.no_grad():
+            layer_call(record)
+        records.append((record - (1.0 if kind == "multiplicative" else 0.0)) / sigma)
+    z = records[0]
+    assert_standard_normal(z)
+    assert ks_statistic(z) < KS_CRITICAL
+    assert abs(corr(z[:-1], z[1:])) < 5 / math.sqrt(z[1:].numel())  # steps
+    assert abs(corr(z[:, :-1], z[:, 1:])) < 5 / math.sqrt(z[:, 1:].numel())  # rows (repeats, samples)
     assert abs(corr(records[0], records[1])) < 5 / math.sqrt(z.numel())  # calls
+    return z
 
 
 def assert_same_distributions(fast: torch.Tensor, ref: torch.Tensor) -> None:
@@ -440,21 +447,10 @@ def test_fused_rnn_equals_reference_at_sigma_zero_and_with_replayed_noise(case, 
 def test_fused_rnn_noise_is_gaussian_and_fresh_per_step_row_and_call(kind, monkeypatch):
     monkeypatch.setattr(_fast, "LSTM_BLOCK", 128)
     steps, batch, hidden = 16, 512, 128
-    layer = noisynn.NoisyRNN(3, hidden)
-    x = torch.randn(steps, batch, 3)
-    zeros = torch.zeros(batch, hidden)
-    records = []
-    for _ in range(2):
-        record = torch.empty(steps, batch, hidden)
-        with torch.no_grad():
-            _fast.rnn_layer(x, zeros, *layer._cell_weights(0), "tanh", kind, 0.5, None, record)
-        records.append((record - (1.0 if kind == "multiplicative" else 0.0)) / 0.5)
-    z = records[0]
-    assert_standard_normal(z)
-    assert ks_statistic(z) < KS_CRITICAL
-    assert abs(corr(z[:-1], z[1:])) < 5 / math.sqrt(z[1:].numel())  # steps
-    assert abs(corr(z[:, :-1], z[:, 1:])) < 5 / math.sqrt(z[:, 1:].numel())  # rows
-    assert abs(corr(records[0], records[1])) < 5 / math.sqrt(z.numel())  # calls
+    w = noisynn.NoisyRNN(3, hidden)._cell_weights(0)
+    x, zeros = torch.randn(steps, batch, 3), torch.zeros(batch, hidden)
+    assert_fresh_standard_normal(
+        lambda record: _fast.rnn_layer(x, zeros, *w, "tanh", kind, 0.5, None, record), (steps, batch, hidden), kind)
 
 
 def test_rnn_rows_fast_and_reference_outputs_have_the_same_distribution_and_training_uses_the_reference():

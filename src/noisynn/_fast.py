@@ -662,14 +662,9 @@ def lstm_layer(
 
 
 def _lstm_forward(x, h0, c0, w_ih, w_hh, bias, mode, sigma, seed, record):
-    """Inference: blocks of rows through all steps, nothing kept for a backward pass.
-
-    With several threads and several row blocks, the blocks are shared out among
-    threads that each run whole blocks single-threaded (GEMM and step kernel): one
-    block's GEMM then overlaps another's gate arithmetic instead of every small GEMM
-    being split across threads. The noise of a row depends only on its position, so the
-    result does not depend on the number of threads.
-    """
+    """Inference: blocks of rows through all steps (:func:`_share_blocks`), nothing kept
+    for a backward pass. The noise of a row depends only on its position, so the result
+    does not depend on the number of threads."""
     T, B, F = x.shape
     H = w_hh.shape[1]
     if x.stride(2) != 1:
@@ -677,22 +672,36 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, bias, mode, sigma, seed, record):
     wt = torch.cat([w_ih, w_hh], 1).t()  # (F + H, 4H): one GEMM on [x_t, h_{t-1}]
     out = empty(T, B, H)
     c_n = torch.empty(B, H, dtype=x.dtype)
+    _share_blocks(_lstm_blocks, B, x, h0, c0, wt, bias, mode, sigma, seed, record, out, c_n)
+    return out, out[T - 1].clone(), c_n
+
+
+def _share_blocks(run, B: int, *args) -> None:
+    """Call ``run(starts, threads, block, *args)`` on the row blocks of ``B`` rows.
+
+    One thread: all blocks, the kernels multi-threaded. Several threads and blocks: the
+    blocks are shared out among threads that each run whole blocks single-threaded (one
+    block's GEMM overlaps another's gate arithmetic instead of every small GEMM being
+    split). Grad and inference mode are per thread: the pool's threads get the caller's.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     block = max(1, min(B, LSTM_BLOCK))
     starts = list(range(0, B, block))
     threads = _threads()
     workers = min(threads, len(starts))
-    args = (x, h0, c0, wt, bias, mode, sigma, seed, record, out, c_n, block)
     if workers <= 1:
-        _lstm_blocks(starts, threads, *args)
-        return out, out[T - 1].clone(), c_n
-    from concurrent.futures import ThreadPoolExecutor
+        run(starts, threads, block, *args)
+        return
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
-    inference = torch.is_inference_mode_enabled()  # thread-local, like grad mode: passed on to the pool
+    def part(i: int) -> None:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            run(starts[i::workers], 1, block, *args)
+
     with _torch_threads(1), ThreadPoolExecutor(workers) as pool:
-        jobs = [pool.submit(_lstm_blocks, starts[i::workers], 1, *args, inference=inference) for i in range(workers)]
-        for job in jobs:
+        for job in [pool.submit(part, i) for i in range(workers)]:
             job.result()
-    return out, out[T - 1].clone(), c_n
 
 
 class _torch_threads:
@@ -708,18 +717,8 @@ class _torch_threads:
         torch.set_num_threads(self.old)
 
 
-def _lstm_blocks(starts, threads, *args, inference: bool | None = None):
-    """Run the row blocks beginning at ``starts`` through all T steps (own buffers).
-
-    Grad and inference mode are per thread: a pool thread gets the caller's here.
-    """
-    if inference is None:
-        return _run_blocks(starts, threads, *args)
-    with torch.inference_mode(inference), torch.no_grad():
-        return _run_blocks(starts, threads, *args)
-
-
-def _run_blocks(starts, threads, x, h0, c0, wt, bias, mode, sigma, seed, record, out, c_n, block):
+def _lstm_blocks(starts, threads, block, x, h0, c0, wt, bias, mode, sigma, seed, record, out, c_n):
+    """Run the LSTM row blocks beginning at ``starts`` through all T steps (own buffers)."""
     lib = _library()
     T, B, F = x.shape
     H = wt.shape[1] // 4
@@ -775,31 +774,13 @@ def rnn_layer(
     x = seq if seq.stride(2) == 1 else seq.contiguous()
     wt = torch.cat([w_ih, w_hh], 1).t()
     out = empty(T, B, H)
-    block = max(1, min(B, LSTM_BLOCK))
-    starts = list(range(0, B, block))
-    threads = _threads()
-    workers = min(threads, len(starts))
-    args = (x, h0, wt, _bias(b_ih, b_hh), MODES[kind], sigma, seed_words(generator), record, out, block,
-            1 if nonlinearity == "relu" else 0)
-    if workers <= 1:
-        _rnn_blocks(starts, threads, *args)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        inference = torch.is_inference_mode_enabled()
-        with _torch_threads(1), ThreadPoolExecutor(workers) as pool:
-            jobs = [pool.submit(_rnn_blocks, starts[i::workers], 1, *args, inference=inference)
-                    for i in range(workers)]
-            for job in jobs:
-                job.result()
+    _share_blocks(_rnn_blocks, B, x, h0, wt, _bias(b_ih, b_hh), MODES[kind], sigma, seed_words(generator), record,
+                  out, 1 if nonlinearity == "relu" else 0)
     return out, out[T - 1].clone()
 
 
-def _rnn_blocks(starts, threads, x, h0, wt, bias, mode, sigma, seed, record, out, block, act, *,
-                inference: bool | None = None):
-    if inference is not None:
-        with torch.inference_mode(inference), torch.no_grad():
-            return _rnn_blocks(starts, threads, x, h0, wt, bias, mode, sigma, seed, record, out, block, act)
+def _rnn_blocks(starts, threads, block, x, h0, wt, bias, mode, sigma, seed, record, out, act):
+    """Run the vanilla-RNN row blocks beginning at ``starts`` through all T steps."""
     lib = _library()
     T, B, F = x.shape
     H = wt.shape[1]

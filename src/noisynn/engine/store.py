@@ -273,21 +273,19 @@ class ResultStore:
 
     # -- epochs --------------------------------------------------------------------
     def add_epoch(self, row: EpochRow) -> None:
-        values = asdict(row)
-        values["sigma_train"] = _sigma(values["sigma_train"])
-        with self._conn:
-            self._conn.execute(
-                f"INSERT OR REPLACE INTO epochs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                tuple(values.values()),
-            )
+        """Record a finished epoch (a re-run epoch after a kill replaces its row)."""
+        self._upsert("epochs", row)
 
     def add_curve(self, row: CurveRow) -> None:
         """Record a learning-curve point (a re-run epoch after a kill replaces its points)."""
+        self._upsert("curve", row)
+
+    def _upsert(self, table: str, row: EpochRow | CurveRow) -> None:
         values = asdict(row)
         values["sigma_train"] = _sigma(values["sigma_train"])
         with self._conn:
             self._conn.execute(
-                f"INSERT OR REPLACE INTO curve ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                f"INSERT OR REPLACE INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                 tuple(values.values()),
             )
 
