@@ -318,3 +318,12 @@ def test_every_shipped_preset_loads_in_every_profile():
             assert plan.sigma_train and plan.sigma_val, (row["name"], profile)
             if profile == "cpu" and row["name"].startswith("paper1-"):  # issue 9: the full grid, 40 runs
                 assert len(plan.sigma_train) == len(plan.sigma_val) == 11 and plan.runs == 40
+
+
+def test_the_reproduction_check_presets_load():
+    """docs/checks/*.toml are the commands quoted in docs/reproduction.md: they must stay loadable."""
+    checks = sorted((Path(__file__).resolve().parents[1] / "docs" / "checks").glob("*.toml"))
+    assert len(checks) >= 2
+    for path in checks:
+        plan = load_plan(path, "cpu")
+        assert plan.sigma_train == (0.0,) and plan.sigma_val[-1] == 1.0, path.name
