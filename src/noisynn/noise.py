@@ -62,6 +62,7 @@ __all__ = [
     "noise",
     "clean",
     "check_sigma",
+    "from_config",
     "active_override",
     "reference",
     "reference_active",
@@ -177,6 +178,61 @@ class NoiseModel:
         """
         return False
 
+    def is_clean(self) -> bool:
+        """True when :meth:`apply` is the identity at *every* site.
+
+        Used where the sites are not known in advance (products caught at run time in
+        a converted model's own code, see :mod:`noisynn.convert`): those run exactly,
+        with torch's own fast paths, only when this is true. The default is ``False``
+        (safe: the products are then intercepted and :meth:`apply` decides per site).
+        """
+        return False
+
+    # -- parameters: what sweeps vary and what the results store records ----------
+    def params(self) -> dict[str, Any]:
+        """The model's parameters as JSON-able values (what :meth:`config` records).
+
+        The default takes every public attribute that is a number, string, bool or
+        ``None`` (so ``sigma``), and nested noise models as their :meth:`config`.
+        """
+        out: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if key.startswith("_") or key == "generator":
+                continue
+            if isinstance(value, NoiseModel):
+                out[key] = value.config()
+            elif value is None or isinstance(value, (bool, int, float, str)):
+                out[key] = value
+        return out
+
+    def config(self) -> dict[str, Any]:
+        """``{"class": "module:QualName", "params": {...}}``: enough to rebuild the model.
+
+        :func:`from_config` inverts it; the results store and checkpoints record it.
+        """
+        cls = type(self)
+        return {"class": f"{cls.__module__}:{cls.__qualname__}", "params": self.params()}
+
+    def with_params(self, **params: Any) -> NoiseModel:
+        """A copy with some parameters changed (``with_params(sigma=0.3)``): what a sweep varies.
+
+        Raises:
+            ValueError: a name that is not one of :meth:`params`, or a bad value
+                (checked by the class's constructor).
+        """
+        current = self.params()
+        unknown = sorted(set(params) - set(current))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no parameter {', '.join(map(repr, unknown))}: "
+                f"its parameters are {', '.join(current) or 'none'}"
+            )
+        return from_config({"class": self.config()["class"], "params": {**current, **params}})
+
+    def with_sigma(self, sigma: float) -> NoiseModel:
+        """A copy at noise level ``sigma`` (``with_params(sigma=sigma)``); :class:`PerSite` overrides."""
+        return self.with_params(sigma=check_sigma(sigma))
+
     def gaussian(self, site: str = "") -> GaussianNoise | None:
         """Describe the noise at ``site`` as one of the papers' Gaussian kinds, or ``None``.
 
@@ -217,8 +273,20 @@ class Clean(NoiseModel):
     def is_identity(self, site: str = "") -> bool:
         return True
 
+    def is_clean(self) -> bool:
+        return True
+
+    def with_sigma(self, sigma: float) -> NoiseModel:
+        return self  # no parameter: clean at every sigma
+
     def __repr__(self) -> str:
         return "Clean()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Clean
+
+    def __hash__(self) -> int:
+        return hash("Clean")
 
 
 class _Gaussian(NoiseModel):
@@ -231,6 +299,9 @@ class _Gaussian(NoiseModel):
         self.sigma = check_sigma(sigma)
 
     def is_identity(self, site: str = "") -> bool:
+        return self.sigma == 0.0
+
+    def is_clean(self) -> bool:
         return self.sigma == 0.0
 
     def gaussian(self, site: str = "") -> GaussianNoise | None:
@@ -342,6 +413,43 @@ class PerSite(NoiseModel):
     def is_identity(self, site: str = "") -> bool:
         return self.resolve(site).is_identity(site)
 
+    def is_clean(self) -> bool:
+        return self.default.is_clean() and all(m.is_clean() for m in self.rules.values())
+
+    def params(self) -> dict[str, Any]:
+        return {"rules": {p: m.config() for p, m in self.rules.items()}, "default": self.default.config()}
+
+    def with_params(self, **params: Any) -> NoiseModel:
+        """``rules`` / ``default`` replace those of this model; other names go to every sub-model that has them."""
+        own = {k: params.pop(k) for k in ("rules", "default") if k in params}
+        base = PerSite(own.get("rules", self.rules), own.get("default", self.default))
+        if own and not params:
+            return base
+        missing = [k for k in params if not any(k in m.params() for m in (*base.rules.values(), base.default))]
+        if missing:
+            raise ValueError(f"no model of this PerSite has parameter {', '.join(map(repr, missing))}")
+
+        def update(m: NoiseModel) -> NoiseModel:
+            mine = {k: v for k, v in params.items() if k in m.params()}
+            return m.with_params(**mine) if mine else m
+
+        return PerSite({p: update(m) for p, m in base.rules.items()}, update(base.default))
+
+    def with_sigma(self, sigma: float) -> NoiseModel:
+        """Every sub-model that has a ``sigma`` gets this one (clean ones stay clean)."""
+        sigma = check_sigma(sigma)
+
+        def update(m: NoiseModel) -> NoiseModel:
+            return m.with_sigma(sigma) if "sigma" in m.params() or isinstance(m, PerSite) else m
+
+        return PerSite({p: update(m) for p, m in self.rules.items()}, update(self.default))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PerSite) and other.rules == self.rules and other.default == self.default
+
+    def __hash__(self) -> int:
+        return hash(("PerSite", tuple(self.rules), self.default))
+
     def gaussian(self, site: str = "") -> GaussianNoise | None:
         return self.resolve(site).gaussian(site)
 
@@ -386,6 +494,40 @@ def _required(sigma: float | None, kind: str) -> float:
     if sigma is None:
         raise ValueError(f"noise kind {kind!r} needs a sigma, e.g. noise({kind!r}, 0.5)")
     return check_sigma(sigma)
+
+
+def from_config(config: Mapping[str, Any]) -> NoiseModel:
+    """Rebuild a noise model from :meth:`NoiseModel.config` (``{"class": "mod:Name", "params": {...}}``).
+
+    Nested configs among the parameters (``PerSite``'s rules and default) are rebuilt too.
+
+    Raises:
+        ValueError: the class cannot be imported, is not a :class:`NoiseModel`, or does
+            not take these parameters.
+    """
+    import importlib
+
+    if not isinstance(config, Mapping) or not isinstance(config.get("class"), str) or ":" not in config["class"]:
+        raise ValueError(f"a noise config needs a 'class' of the form 'module:Name', got {config!r}")
+    module_name, _, qualname = config["class"].partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"noise class {config['class']!r} cannot be imported ({exc})") from None
+    if not (isinstance(obj, type) and issubclass(obj, NoiseModel)):
+        raise ValueError(f"{config['class']!r} is not a noisynn.NoiseModel subclass")
+    params = dict(config.get("params") or {})
+    if obj is PerSite:
+        rules = {p: from_config(c) for p, c in (params.get("rules") or {}).items()}
+        default = params.get("default")
+        return PerSite(rules, from_config(default) if default is not None else None)
+    params = {k: from_config(v) if isinstance(v, Mapping) and "class" in v else v for k, v in params.items()}
+    try:
+        return obj(**params)
+    except TypeError as exc:
+        raise ValueError(f"noise class {config['class']!r} does not take parameters {sorted(params)} ({exc})") from None
 
 
 def clean() -> Clean:
