@@ -16,28 +16,40 @@ Example::
     votes = noisynn.repeat_forward(model, x, 20)  # clean here: (20, 32, 10)
 """
 
-from noisynn.convert import convert
+from noisynn.attention import NoisyMultiheadAttention, NoisyTransformerEncoder, NoisyTransformerEncoderLayer
+from noisynn.convert import ConversionReport, convert, inspect
 from noisynn.errors import CheckpointError, DataError, ModelError, NoisynnError
 from noisynn.layers import (
     NoiseSite,
     NoisyBatchNorm1d,
     NoisyBatchNorm2d,
+    NoisyBatchNorm3d,
+    NoisyBilinear,
+    NoisyConv1d,
     NoisyConv2d,
+    NoisyConv3d,
+    NoisyConvTranspose1d,
+    NoisyConvTranspose2d,
+    NoisyConvTranspose3d,
     NoisyLinear,
     noise_sites,
     set_noise,
 )
 from noisynn.models import MODELS, build_model, count_parameters
 from noisynn.noise import Additive, Clean, Multiplicative, NoiseModel, PerSite, check_sigma, clean, noise
-from noisynn.recurrent import NoisyGRU, NoisyLSTM, NoisyRNN
+from noisynn.recurrent import NoisyGRU, NoisyGRUCell, NoisyLSTM, NoisyLSTMCell, NoisyRNN, NoisyRNNCell
 from noisynn.repeat import repeat_forward
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Additive", "Clean", "Multiplicative", "NoiseModel", "PerSite", "noise", "clean", "check_sigma",
-    "NoiseSite", "NoisyLinear", "NoisyConv2d", "NoisyBatchNorm1d", "NoisyBatchNorm2d",
-    "NoisyLSTM", "NoisyGRU", "NoisyRNN", "set_noise", "noise_sites", "convert", "repeat_forward",
+    "NoiseSite", "NoisyLinear", "NoisyBilinear", "NoisyConv1d", "NoisyConv2d", "NoisyConv3d",
+    "NoisyConvTranspose1d", "NoisyConvTranspose2d", "NoisyConvTranspose3d",
+    "NoisyBatchNorm1d", "NoisyBatchNorm2d", "NoisyBatchNorm3d",
+    "NoisyLSTM", "NoisyGRU", "NoisyRNN", "NoisyLSTMCell", "NoisyGRUCell", "NoisyRNNCell",
+    "NoisyMultiheadAttention", "NoisyTransformerEncoderLayer", "NoisyTransformerEncoder",
+    "set_noise", "noise_sites", "convert", "inspect", "ConversionReport", "repeat_forward",
     "MODELS", "build_model", "count_parameters",
     "NoisynnError", "DataError", "ModelError", "CheckpointError", "__version__",
 ]

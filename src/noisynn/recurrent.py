@@ -39,10 +39,10 @@ from torch import Tensor, _VF, nn
 
 from noisynn import _fast
 from noisynn.errors import ModelError
-from noisynn.layers import NoiseSite
+from noisynn.layers import INTERCEPT, NoiseSite, exact_scope
 from noisynn.noise import NoiseModel
 
-__all__ = ["NoisyLSTM", "NoisyGRU", "NoisyRNN"]
+__all__ = ["NoisyLSTM", "NoisyGRU", "NoisyRNN", "NoisyLSTMCell", "NoisyGRUCell", "NoisyRNNCell"]
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
@@ -188,8 +188,11 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
         model = self.active_noise()
         if model is None:
             output, hidden = self._exact_forward(input, hx)
-        else:
+        elif INTERCEPT.get() is None:
             output, hidden = self._noisy_forward(input, hx, model)
+        else:  # inside a converted model's intercepted code: these products are this site's
+            with exact_scope():
+                output, hidden = self._noisy_forward(input, hx, model)
 
         if not batched:
             output = output.squeeze(batch_dim)
@@ -362,3 +365,71 @@ class NoisyGRU(_NoisyRNNBase):
             h = torch.lerp(n, h, z)  # (1 - z) * n + z * h
             outs.append(h)
         return torch.stack(outs), h, None
+
+
+# -- cells: one time step, the user's own loop ------------------------------------------
+class _NoisyCell(NoiseSite):
+    """Shared part of the noisy cells: exact ``torch.nn`` forward when clean, else the noisy step."""
+
+    def forward(self, input: Tensor, hx=None):
+        model = self.active_noise()
+        if model is None:
+            return super().forward(input, hx)  # type: ignore[misc]
+        if input.dim() not in (1, 2) or input.size(-1) != self.input_size:  # type: ignore[attr-defined]
+            raise ModelError(
+                f"{type(self).__name__} expects input of shape (batch, {self.input_size}) or "  # type: ignore[attr-defined]
+                f"({self.input_size},), got {tuple(input.shape)}"  # type: ignore[attr-defined]
+            )
+        batched = input.dim() == 2
+        if not batched:
+            input = input.unsqueeze(0)
+            hx = None if hx is None else (tuple(h.unsqueeze(0) for h in hx) if isinstance(hx, tuple) else hx.unsqueeze(0))
+        if hx is None:
+            zeros = input.new_zeros(input.size(0), self.hidden_size)  # type: ignore[attr-defined]
+            hx = (zeros, zeros) if isinstance(self, nn.LSTMCell) else zeros
+        if INTERCEPT.get() is None:
+            out = self._step(input, hx, model)
+        else:
+            with exact_scope():
+                out = self._step(input, hx, model)
+        if not batched:
+            out = tuple(h.squeeze(0) for h in out) if isinstance(out, tuple) else out.squeeze(0)
+        return out
+
+    def _step(self, x: Tensor, hx, model: NoiseModel):
+        raise NotImplementedError
+
+
+class NoisyLSTMCell(_NoisyCell, nn.LSTMCell):
+    """``nn.LSTMCell`` with noise on each gate pre-activation ``W x + U h + b`` (as :class:`NoisyLSTM`)."""
+
+    def _step(self, x, hx, model):
+        h, c = hx
+        gates = model.apply(F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh),
+                            self.site_name)
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class NoisyRNNCell(_NoisyCell, nn.RNNCell):
+    """``nn.RNNCell`` with noise on the pre-activation before ``tanh``/``relu`` (as :class:`NoisyRNN`)."""
+
+    def _step(self, x, hx, model):
+        pre = model.apply(F.linear(x, self.weight_ih, self.bias_ih) + F.linear(hx, self.weight_hh, self.bias_hh),
+                          self.site_name)
+        return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
+
+
+class NoisyGRUCell(_NoisyCell, nn.GRUCell):
+    """``nn.GRUCell`` with noise on every product, placed as in :class:`NoisyGRU`."""
+
+    def _step(self, x, hx, model):
+        site = self.site_name
+        gi = F.linear(x, self.weight_ih, self.bias_ih)
+        gh = F.linear(hx, self.weight_hh, self.bias_hh)
+        gi_rz, gi_n = gi.split([2 * self.hidden_size, self.hidden_size], 1)
+        gh_rz, gh_n = gh.split([2 * self.hidden_size, self.hidden_size], 1)
+        r, z = torch.sigmoid(model.apply(gi_rz + gh_rz, site)).chunk(2, 1)
+        n = torch.tanh(model.apply(gi_n, site) + r * model.apply(gh_n, site))
+        return torch.lerp(n, hx, z)
