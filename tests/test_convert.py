@@ -264,3 +264,32 @@ def test_set_noise_reaches_hosts():
         assert not torch.equal(noisy(x), base)
         noisynn.set_noise(noisy, None)
         assert torch.equal(noisy(x), base)
+
+
+def test_cli_inspect_prints_sites_and_reasons(tmp_path):
+    from typer.testing import CliRunner
+
+    from noisynn.cli.main import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["inspect", "cnn6"])
+    assert out.exit_code == 0, out.output
+    assert "classifier.4" in out.output and "folded into the batch-norm" in out.output
+    (tmp_path / "usernet.py").write_text(
+        "import torch\nclass Net(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__(); self.w = torch.nn.Parameter(torch.ones(3, 3))\n"
+        "    def forward(self, x):\n        return x @ self.w\n"
+        "def build():\n    return Net()\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        gap = runner.invoke(app, ["inspect", "usernet:build", "--strict"])
+        assert gap.exit_code == 2 and "left clean for no known reason" in gap.output
+        traced = runner.invoke(app, ["inspect", "usernet:build", "--input-shape", "3", "--strict", "--json"])
+        assert traced.exit_code == 0, traced.output
+        assert '":matmul"' in traced.output
+    finally:
+        sys.path.remove(str(tmp_path))
+    bad = runner.invoke(app, ["inspect", "torch.nn:Linear"])
+    assert bad.exit_code == 2 and "cannot be called without arguments" in bad.output

@@ -28,7 +28,9 @@ def main(
     """noisynn: Deep Noise Injection training, noisy inference, voting."""
 
 
-from noisynn.cli import attack_cmd, data_cmd, experiment_cmd, models_cmd, report_cmd, sweep_cmd  # noqa: E402
+from noisynn.cli import (  # noqa: E402
+    attack_cmd, data_cmd, experiment_cmd, inspect_cmd, models_cmd, report_cmd, sweep_cmd,
+)
 
-for module in (models_cmd, data_cmd, experiment_cmd, sweep_cmd, report_cmd, attack_cmd):
+for module in (models_cmd, inspect_cmd, data_cmd, experiment_cmd, sweep_cmd, report_cmd, attack_cmd):
     module.register(app)
