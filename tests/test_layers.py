@@ -96,8 +96,9 @@ def test_conv_batchnorm_noise_order_in_sequential():
                         nn.BatchNorm1d(5), nn.Linear(5, 2))
     noisy = noisynn.convert(net)
     kinds = [type(m).__name__ for m in noisy]
-    assert kinds == ["Conv2d", "NoisyBatchNorm2d", "ReLU", "Flatten", "Linear", "NoisyBatchNorm1d", "NoisyLinear"]
-    assert [name for name, _ in noisynn.noise_sites(noisy)] == ["1", "5", "6"]
+    assert kinds == ["NoisyConv2d", "NoisyBatchNorm2d", "ReLU", "Flatten", "NoisyLinear", "NoisyBatchNorm1d",
+                     "NoisyLinear"]
+    assert [m.folded for m in (noisy[0], noisy[4], noisy[6])] == [True, True, False]
     net.eval()
     noisy.eval()
     x = torch.randn(8, 1, 8, 8)
@@ -106,6 +107,7 @@ def test_conv_batchnorm_noise_order_in_sequential():
     with torch.no_grad():
         clean_bn = net[1](net[0](x))
         noisynn.set_noise(noisy, "additive", 0.7)
+        assert torch.equal(noisy[0](x), net[0](x))  # the folded conv stays exact: its noise is the BN's
         noisy_bn = noisy[1](noisy[0](x))
     assert abs((noisy_bn - clean_bn).std().item() - 0.7) < 0.1
 

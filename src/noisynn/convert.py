@@ -195,7 +195,8 @@ def _convert(module: nn.Module, fold: bool, functional: bool) -> nn.Module:
         for (name, child), (_, bn) in zip(children, children[1:]):
             if _plain(child, _MATVEC) and type(bn) in _BATCHNORM:
                 folded.add(name)
-                child._noisynn_folded = True  # read by inspect()
+                child.__class__ = noisy_class(type(child))
+                child.folded = True  # exact under output noise; the analog product under hardware models
                 bn.__class__ = NOISY_CLASSES[type(bn)]  # the BN carries the pair's noise
     for name, child in children:
         if name not in folded:
@@ -301,6 +302,8 @@ def _module_sites(name: str, module: nn.Module) -> list[SiteInfo]:
     weight = getattr(module, "weight", None) if not isinstance(module, (NoisyLSTM, NoisyGRU, NoisyRNN)) else \
         getattr(module, "weight_hh_l0", None)
     product = "BN(Wx + b) (folded)" if isinstance(module, _BATCHNORM) else "Wx + b"
+    if getattr(module, "folded", False):
+        product = "Wx, noise after its BN"
     if isinstance(module, (NoisyLSTM, NoisyGRU, NoisyRNN, NoisyLSTMCell, NoisyGRUCell, NoisyRNNCell)):
         product = "gates, every step"
     return [SiteInfo(name, name, kind, product, tuple(weight.shape) if isinstance(weight, Tensor) else ())]
@@ -312,8 +315,6 @@ def _clean_reason(name: str, module: nn.Module, sites: dict, host_use: dict[str,
     own = [p for p in module.parameters(recurse=False)]
     if not own or (isinstance(module, NoiseSite) and not isinstance(module, Host)):
         return None
-    if getattr(module, "_noisynn_folded", False):
-        return False, "folded into the batch-norm site after it (noise after the batch-norm)"
     if _plain(module, _MATVEC):
         if _precedes_noisy_bn(name, sites):  # e.g. a network built from noisy layers (cnn6)
             return False, "folded into the batch-norm site after it (noise after the batch-norm)"

@@ -24,9 +24,11 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from noisynn.noise import NoiseModel, active_override
+from noisynn.errors import ModelError
+from noisynn.noise import NoiseModel, Product, active_override
 
 __all__ = [
     "NoiseSite",
@@ -106,14 +108,49 @@ class NoiseSite:
 
 
 class _NoisyOutput(NoiseSite):
-    """A noise site whose noise goes on the output of its ``torch.nn`` base's ``forward``."""
+    """A noise site whose noise goes on the output of its ``torch.nn`` base's ``forward``.
+
+    ``folded``: a linear/conv whose noise the batch-norm right after it carries (the
+    papers' "conv - BN - noise"): exact under noise that acts on outputs, but the
+    analog product itself under a model that computes products
+    (:meth:`NoiseModel.computes_products`, e.g. :mod:`noisynn.hardware`), the
+    batch-norm then being digital.
+    """
+
+    folded: bool = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        model = self.active_noise()
         if INTERCEPT.get() is None:
-            return self.inject(super().forward(*args, **kwargs))  # type: ignore[misc]
+            return self._noisy_forward(model, args, kwargs)
         with exact_scope():
-            y = super().forward(*args, **kwargs)  # type: ignore[misc]
-        return self.inject(y)
+            return self._noisy_forward(model, args, kwargs)
+
+    def _noisy_forward(self, model: NoiseModel | None, args: tuple, kwargs: dict) -> Tensor:
+        if model is None:
+            return super().forward(*args, **kwargs)  # type: ignore[misc]
+        if model.computes_products(self.site_name):
+            if isinstance(self, nn.modules.batchnorm._BatchNorm):
+                return super().forward(*args, **kwargs)  # type: ignore[misc]  # digital, after its product
+            return model.product(self.as_product(*args, **kwargs), self.site_name)
+        y = super().forward(*args, **kwargs)  # type: ignore[misc]
+        return y if self.folded else model.apply(y, self.site_name)
+
+    def as_product(self, *args: Any, **kwargs: Any) -> Product:
+        """This layer's product as a :class:`~noisynn.noise.Product` (for models that compute products)."""
+        own = next((c for c in type(self).__mro__[1:] if "forward" in c.__dict__
+                    and c not in (_NoisyOutput, NoiseSite)), None)
+        x = args[0] if args else kwargs.get("input")
+        if own in (nn.Linear,) and x is not None and len(args) <= 1:
+            return Product(x, self.weight, self.bias, F.linear, -1, True, self.training, self.weight)  # type: ignore[attr-defined]
+        if own in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and x is not None and len(args) <= 1:
+            return Product(x, self.weight, self.bias, self._conv_forward, 1,  # type: ignore[attr-defined]
+                           self.groups == 1, self.training, self.weight)  # type: ignore[attr-defined]
+        raise ModelError(
+            f"{self.site_name or type(self).__name__} ({type(self).__name__}) cannot hand its product to a noise "
+            f"model that computes products (only Linear and Conv1d/2d/3d without a forward of their own can); "
+            f"use an output noise model here (e.g. PerSite with Additive for this site)"
+        )
 
 
 class NoisyLinear(_NoisyOutput, nn.Linear):

@@ -54,6 +54,7 @@ from noisynn import _fast
 
 __all__ = [
     "NoiseModel",
+    "Product",
     "GaussianNoise",
     "Clean",
     "Additive",
@@ -147,6 +148,36 @@ class GaussianNoise(NamedTuple):
     generator: torch.Generator | None
 
 
+class Product(NamedTuple):
+    """One matrix product, as a noise site hands it to a model that computes products itself.
+
+    ``op(x, weight, bias)`` is the exact product (``F.linear``, a convolution). Dimension
+    1 of ``weight`` is its input (the rows of a crossbar), contracted with dimension
+    ``in_dim`` of ``x``. When ``splittable``, slices of that input dimension give partial
+    products that add up (what tiles of limited size need).
+
+    Attributes:
+        x, weight, bias, op, in_dim, splittable: as above.
+        training: the site's ``training`` flag (hardware models re-draw weight noise
+            per call in training, and keep one chip's weights in evaluation).
+        key: identifies the weight for caching (the site's parameter).
+    """
+
+    x: Tensor
+    weight: Tensor
+    bias: Tensor | None
+    op: Any
+    in_dim: int = -1
+    splittable: bool = True
+    training: bool = False
+    key: Any = None
+
+    def exact(self, x: Tensor | None = None, weight: Tensor | None = None, bias: Any = "same") -> Tensor:
+        """``op`` on the given (or the product's own) input, weight and bias."""
+        return self.op(self.x if x is None else x, self.weight if weight is None else weight,
+                       self.bias if bias == "same" else bias)
+
+
 class NoiseModel:
     """Base class of noise models.
 
@@ -177,6 +208,21 @@ class NoiseModel:
         Layers then take their exact noise-free path (bit-identical to ``torch.nn``).
         """
         return False
+
+    def computes_products(self, site: str = "") -> bool:
+        """True when the model computes whole products (:meth:`product`) rather than noising their result.
+
+        The extension point for noise that acts on the weights or inside the product
+        (programming noise, drift, DAC/ADC, tiles: :mod:`noisynn.hardware`). A site
+        that can describe its product as a :class:`Product` then calls
+        :meth:`product` instead of computing it and calling :meth:`apply`; the site
+        stays the one place where noise happens. The default is ``False``.
+        """
+        return False
+
+    def product(self, p: Product, site: str = "") -> Tensor:
+        """The product ``p`` as the modelled hardware computes it (default: exact, then :meth:`apply`)."""
+        return self.apply(p.exact(), site)
 
     def is_clean(self) -> bool:
         """True when :meth:`apply` is the identity at *every* site.
@@ -452,6 +498,12 @@ class PerSite(NoiseModel):
 
     def gaussian(self, site: str = "") -> GaussianNoise | None:
         return self.resolve(site).gaussian(site)
+
+    def computes_products(self, site: str = "") -> bool:
+        return self.resolve(site).computes_products(site)
+
+    def product(self, p: Product, site: str = "") -> Tensor:
+        return self.resolve(site).product(p, site)
 
     def __repr__(self) -> str:
         return f"PerSite({self.rules!r}, default={self.default!r})"
