@@ -71,6 +71,12 @@ class _Network(nn.Module):
             pass
 
 
+def _folded(layer: nn.Module) -> nn.Module:
+    """Mark a linear/conv whose noise the batch-norm after it carries (see ``noisynn.layers``)."""
+    layer.folded = True
+    return layer
+
+
 class RecurrentClassifier(_Network):
     """A recurrent layer read out by a fully connected layer at the last time step.
 
@@ -124,7 +130,8 @@ class CNN6(_Network):
         self.input_shape = (in_channels, image_size, image_size)
 
         def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, bias=False), NoisyBatchNorm2d(cout, affine=batchnorm_affine), nn.ReLU()]
+            return [_folded(NoisyConv2d(cin, cout, 3, bias=False)), NoisyBatchNorm2d(cout, affine=batchnorm_affine),
+                    nn.ReLU()]
 
         self.features = nn.Sequential(
             *block(in_channels, 32), *block(32, 32), nn.MaxPool2d(2),
@@ -135,7 +142,8 @@ class CNN6(_Network):
             raise ModelError(f"cnn6 needs images of at least 12x12 pixels, got {image_size}x{image_size}")
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(64 * side * side, 256, bias=False), NoisyBatchNorm1d(256, affine=batchnorm_affine), nn.ReLU(),
+            _folded(NoisyLinear(64 * side * side, 256, bias=False)), NoisyBatchNorm1d(256, affine=batchnorm_affine),
+            nn.ReLU(),
             NoisyLinear(256, num_classes),
         )
         self._name_sites()

@@ -220,6 +220,8 @@ def count_noisy_layers(model: nn.Module) -> int:
     steps = int(getattr(model, "input_shape", (1,))[0]) if len(getattr(model, "input_shape", ())) == 2 else 1
     total = 0
     for _, module in noise_sites(model):
+        if getattr(module, "folded", False):
+            continue  # its noise is the batch-norm's: one stage
         total += steps * module.num_layers if isinstance(module, _RECURRENT) else 1
     return total
 
