@@ -1,16 +1,17 @@
 r"""The papers' networks, by name.
 
-=================  ==============  ===========  =========================================
-name               input           parameters   source
-=================  ==============  ===========  =========================================
-``lstm-rows``      (28, 28)        81,674       paper 1, table I (MNIST rows)
-``lstm-strokes``   (50, 2)         68,362       paper 1, table II; paper 2, sec. 3.1
-``rnn-rows``       (28, 28)        21,386       paper 1, table III
-``cnn6``           (1, 28, 28)     330,410*     paper 2, table 1 (MNIST)
-``densenet40``     (3, 32, 32)     1,019,722    paper 2, sec. 3.1 (CIFAR-10)
-``densenet100``    (3, 32, 32)     6,979,642    paper 2, sec. 4 (CIFAR-10, adversarial)
-``madry-cnn4``     (1, 28, 28)     3,274,634    Madry et al. 2018 (paper 2, sec. 4)
-=================  ==============  ===========  =========================================
+====================  ==============  ===========  =========================================
+name                  input           parameters   source
+====================  ==============  ===========  =========================================
+``lstm-rows``         (28, 28)        81,674       paper 1, table I (MNIST rows)
+``lstm-strokes``      (50, 2)         68,362       paper 1, table II; paper 2, sec. 3.1
+``rnn-rows``          (28, 28)        21,386       paper 1, table III
+``cnn6``              (1, 28, 28)     330,410*     paper 2, table 1 (MNIST)
+``densenet40``        (3, 32, 32)     1,019,722    paper 2, sec. 3.1 (CIFAR-10)
+``densenet100``       (3, 32, 32)     6,979,642    paper 2, sec. 4 (CIFAR-10, adversarial)
+``madry-cnn4``        (1, 28, 28)     3,274,634    Madry et al. 2018 (paper 2, sec. 4)
+``transformer-rows``  (28, 28)        81,690       beyond the papers (docs/transformer.md)
+====================  ==============  ===========  =========================================
 
 \* 330,410 with trainable batch-norm (multiplicative noise); 329,514 with the fixed
 batch-norm paper 2 uses for additive noise. The papers state no count for cnn6 and
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from noisynn.convert import convert
 from noisynn.errors import ModelError
 from noisynn.layers import NoisyBatchNorm1d, NoisyBatchNorm2d, NoisyConv2d, NoisyLinear, noise_sites
 from noisynn.recurrent import NoisyGRU, NoisyLSTM, NoisyRNN
@@ -39,6 +41,8 @@ __all__ = [
     "CNN6",
     "MadryCNN4",
     "DenseNet",
+    "TransformerClassifier",
+    "transformer_parameters",
     "ModelSpec",
     "MODELS",
     "build_model",
@@ -239,6 +243,71 @@ class DenseNet(_Network):
         return self.fc(self.features(x))
 
 
+def transformer_parameters(steps: int = 28, input_size: int = 28, d_model: int = 64, layers: int = 2,
+                           ff: int = 168, num_classes: int = 10) -> int:
+    """Trainable parameters of :class:`TransformerClassifier` (81,690 with the defaults).
+
+    ``embed (i d + d) + positions (T d) + layers (4 d^2 + 4 d [attention: q, k, v, out]
+    + 2 d f + f + d [feed-forward] + 4 d [two layer norms]) + final norm 2 d + head (d c + c)``.
+    """
+    d, f = d_model, ff
+    per_layer = (4 * d * d + 4 * d) + (2 * d * f + f + d) + 4 * d
+    return (input_size * d + d) + steps * d + layers * per_layer + 2 * d + (d * num_classes + num_classes)
+
+
+class TransformerClassifier(_Network):
+    """A small transformer encoder reading an image row by row: each row is one token.
+
+    ``rows (T x i) - embed: NoisyLinear i -> d - + learned position embedding - 2 x
+    pre-norm encoder layer [x + MHA(LN(x)); x + FF(LN(x))] - LN - mean over the tokens -
+    head: NoisyLinear d -> 10``. ``d = 64``, 4 heads (16 features each), feed-forward
+    width 168 (ReLU): 168 makes the parameter count 81,690, the LSTM's 81,674 within
+    16 (formula: :func:`transformer_parameters`). No dropout (the papers' networks have
+    none; the training noise regularises).
+
+    Pre-norm (``norm_first``), as in most current transformers: it trains at lr 1e-3
+    without warm-up. Mean pooling instead of a CLS token keeps every weight in a
+    module whose product is a site or that is clean for a known reason (the position
+    embedding is an ``nn.Embedding``, a look-up, added to the tokens).
+
+    Noise sites (every matrix product): ``embed``; per layer ``encoder.layers.N.self_attn:q``,
+    ``:k``, ``:v``, ``:scores`` (Q K^T / sqrt(16), per head, before the softmax),
+    ``:weighted_sum`` (A V, per head), ``encoder.layers.N.self_attn.out_proj``,
+    ``encoder.layers.N.linear1``, ``encoder.layers.N.linear2``; and ``head``: 2 + 8 x 2 = 18.
+    The encoder is torch's ``nn.TransformerEncoder`` passed through
+    :func:`noisynn.convert`, so its fused inference fast path runs when every site is
+    clean (bit-identical) and never while any site is noisy. Layer norms, the position
+    embedding and the residual additions are exact.
+
+    Args:
+        steps, input_size: tokens (rows) and features per token: 28 x 28 for MNIST, 8 x 8
+            for the embedded digits.
+        d_model, heads, ff, layers, num_classes: the encoder's sizes.
+
+    Input: ``(batch, steps, input_size)``. Output: logits ``(batch, num_classes)``.
+    """
+
+    def __init__(self, steps: int = 28, input_size: int = 28, d_model: int = 64, heads: int = 4, ff: int = 168,
+                 layers: int = 2, num_classes: int = 10) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ModelError(f"transformer: d_model {d_model} is not a multiple of heads {heads}")
+        self.input_shape = (steps, input_size)
+        self.embed = NoisyLinear(input_size, d_model)
+        self.positions = nn.Embedding(steps, d_model)
+        nn.init.normal_(self.positions.weight, std=0.02)
+        layer = nn.TransformerEncoderLayer(d_model, heads, ff, dropout=0.0, batch_first=True, norm_first=True)
+        encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        self.encoder = convert(encoder, None, strict=True)
+        self.head = NoisyLinear(d_model, num_classes)
+        self._name_sites()
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        tokens = self.embed(x) + self.positions.weight
+        return self.head(self.encoder(tokens).mean(dim=1))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered network.
@@ -280,6 +349,8 @@ _SPECS = [
     ModelSpec("densenet100", lambda **kw: DenseNet(100, 12, **kw), (3, 32, 32), "cifar10", None,
               "paper 2, sec. 4 (depth 100, growth 12)"),
     ModelSpec("madry-cnn4", MadryCNN4, (1, 28, 28), "mnist", 3_274_634, "Madry et al. 2018; paper 2, sec. 4"),
+    ModelSpec("transformer-rows", TransformerClassifier, (28, 28), "mnist", None,
+              "beyond the papers (docs/transformer.md)"),
 ]
 
 #: Registry of the papers' networks, by name.
