@@ -25,6 +25,14 @@ first 50 pen points ... padded with 0s"; Qin & Vucinic, *Noisy inference*, sec. 
   padding can never be confused with a real point. ``coords="offsets"`` gives the raw (dx, dy)
   of each kept row instead (de Jong's own input representation; the first row is the start
   position). The values are not rescaled.
+
+  **The presets read movements**: the strokes presets (``paper1-lstm-strokes``,
+  ``paper2-lstm-strokes-multiplicative``) set ``data_options = {coords = "offsets"}`` in
+  every profile but ``cpu`` (issue 18), whose results in ``docs/reproduction.md`` were made
+  with positions. This loader's own default stays ``"absolute"``, so that a checkpoint
+  trained without ``data_options`` keeps meaning what it meant (its test split is loaded
+  the same way at evaluation); positions remain available everywhere with
+  ``coords="absolute"``.
 * The first ``max_len`` (50) points are kept; shorter sequences are zero-padded at the end.
 
 ``meta["lengths"]`` holds each digit's full number of points (before truncation, counted after

@@ -1,15 +1,20 @@
 """Experiment presets: TOML files describing a whole grid of a paper, in profiles.
 
 A preset names the network, the data set and the noise kind, and has one table per
-profile (``paper``: the papers' settings; ``cpu``: the reproduction on 2 CPU cores, hours;
-``quick``: minutes) with:
+profile (``paper``: the papers' settings; ``papers``: the papers' optimiser trained to
+convergence by early stopping, paper 1's presets; ``cpu``: the reproduction on 2 CPU
+cores, hours; ``quick``: minutes) with:
 
 =================  =====================================================================
 key                meaning
 =================  =====================================================================
 sigma_train        the sigmas to train with: ``"0:1:0.1"`` (stop included) or ``"0,0.5,1"``
 sigma_val          the sigmas to evaluate every trained model at
-epochs             training epochs per model
+epochs             training epochs per model (with ``early_stopping``: the cap)
+early_stopping     stop on a held-out part of the training set: ``{holdout, patience,
+                   monitor, min_delta}`` (:class:`~noisynn.engine.training.TrainSpec`;
+                   absent: exactly ``epochs``)
+data_options       passed to :func:`noisynn.data.load` (e.g. ``{coords = "offsets"}``)
 batch_size, optimizer, lr, momentum, weight_decay   the optimiser
 train_limit        use only the first N training samples (optional)
 curve_every        a learning-curve point every N mini-batches (paper 2, fig. 3; default 0: per epoch)
@@ -45,7 +50,7 @@ __all__ = ["Plan", "list_presets", "load_plan", "PresetError"]
 _PROFILE_KEYS = {
     "sigma_train", "sigma_val", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
     "train_limit", "runs", "target", "votes", "vote_sigma_val", "vote_trials", "augment", "allow_partial",
-    "data_options", "eval_limit", "vote_limit", "adversarial", "attack", "curve_every",
+    "data_options", "eval_limit", "vote_limit", "adversarial", "attack", "curve_every", "early_stopping",
 }
 
 

@@ -16,7 +16,13 @@ Schema (also in the README):
 ``runs``: the accuracy of every single run of a point (``point_id, run, accuracy``).
 ``epochs``: learning curves, one row per finished training epoch
     (``experiment, model, noise, sigma_train, seed, epoch, batches, train_loss,
-    train_accuracy, val_loss, val_accuracy, seconds, checkpoint``).
+    train_accuracy, val_loss, val_accuracy, seconds, checkpoint``, and with early stopping
+    ``holdout_loss, holdout_accuracy``: clean, on the held-out training samples; NULL
+    without early stopping).
+``stopping``: one row per model trained with early stopping (``experiment, model,
+    noise, sigma_train, seed, monitor, epochs_run, best_epoch, best_score, stopped``
+    (``patience``: no improvement for that many epochs; ``cap``: the epoch cap),
+    ``checkpoint``: SHA-256 of the best weights, the ones evaluated).
 ``curve``: learning curves within epochs (paper 2, fig. 3), one row every
     ``curve_every`` mini-batches when training asks for it (``experiment, model, noise,
     sigma_train, seed, batches`` (mini-batches so far), ``epoch, val_loss,
@@ -35,7 +41,7 @@ from pathlib import Path
 
 from noisynn.errors import NoisynnError
 
-__all__ = ["ResultStore", "PointKey", "Point", "EpochRow", "CurveRow", "StoreError"]
+__all__ = ["ResultStore", "PointKey", "Point", "EpochRow", "CurveRow", "StoppingRow", "StoreError"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,8 +63,15 @@ CREATE TABLE IF NOT EXISTS epochs (
     sigma_train REAL NOT NULL, seed INTEGER NOT NULL, epoch INTEGER NOT NULL,
     batches INTEGER NOT NULL, train_loss REAL NOT NULL, train_accuracy REAL NOT NULL,
     val_loss REAL NOT NULL, val_accuracy REAL NOT NULL, seconds REAL NOT NULL,
-    checkpoint TEXT NOT NULL,
+    checkpoint TEXT NOT NULL, holdout_loss REAL, holdout_accuracy REAL,
     PRIMARY KEY (experiment, model, noise, sigma_train, seed, epoch)
+);
+CREATE TABLE IF NOT EXISTS stopping (
+    experiment TEXT NOT NULL, model TEXT NOT NULL, noise TEXT NOT NULL,
+    sigma_train REAL NOT NULL, seed INTEGER NOT NULL, monitor TEXT NOT NULL,
+    epochs_run INTEGER NOT NULL, best_epoch INTEGER NOT NULL, best_score REAL NOT NULL,
+    stopped TEXT NOT NULL, checkpoint TEXT NOT NULL,
+    PRIMARY KEY (experiment, model, noise, sigma_train, seed)
 );
 CREATE TABLE IF NOT EXISTS curve (
     experiment TEXT NOT NULL, model TEXT NOT NULL, noise TEXT NOT NULL,
@@ -133,6 +146,25 @@ class EpochRow:
     val_accuracy: float
     seconds: float
     checkpoint: str
+    holdout_loss: float | None = None
+    holdout_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class StoppingRow:
+    """Where early stopping stopped one model, and why."""
+
+    experiment: str
+    model: str
+    noise: str
+    sigma_train: float
+    seed: int
+    monitor: str
+    epochs_run: int
+    best_epoch: int
+    best_score: float
+    stopped: str
+    checkpoint: str
 
 
 @dataclass(frozen=True)
@@ -169,10 +201,18 @@ class ResultStore:
             self._conn.execute("PRAGMA foreign_keys=ON")
             with self._conn:
                 self._conn.executescript(SCHEMA)
+                self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"{self.path} is not a readable results database ({exc}); move it away or use another --out"
             ) from None
+
+    def _migrate(self) -> None:
+        """Add the columns newer than a store written by an older version (NULL in its old rows)."""
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(epochs)")}
+        for column in ("holdout_loss", "holdout_accuracy"):
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE epochs ADD COLUMN {column} REAL")
 
     def close(self) -> None:
         self._conn.close()
@@ -280,7 +320,16 @@ class ResultStore:
         """Record a learning-curve point (a re-run epoch after a kill replaces its points)."""
         self._upsert("curve", row)
 
-    def _upsert(self, table: str, row: EpochRow | CurveRow) -> None:
+    def set_stopping(self, row: StoppingRow) -> None:
+        """Record (or replace) where early stopping stopped a model."""
+        self._upsert("stopping", row)
+
+    def stopping(self, experiment: str | None = None) -> list[dict]:
+        """The early-stopping rows (ordered by noise, sigma_train, seed)."""
+        where, args = ("WHERE experiment = ? ", [experiment]) if experiment is not None else ("", [])
+        return self._dicts(f"SELECT * FROM stopping {where}ORDER BY experiment, noise, sigma_train, seed", args)
+
+    def _upsert(self, table: str, row: EpochRow | CurveRow | StoppingRow) -> None:
         values = asdict(row)
         values["sigma_train"] = _sigma(values["sigma_train"])
         with self._conn:

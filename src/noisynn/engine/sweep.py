@@ -25,7 +25,7 @@ import torch
 
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, vote_curve
 from noisynn.engine.presets import Plan
-from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore
+from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore, StoppingRow
 from noisynn.engine.training import TrainSpec, load_for_evaluation, train
 
 __all__ = ["TrainTask", "EvalTask", "VoteTask", "AttackTask", "LocalExecutor", "ProcessExecutor", "run_sweep", "SweepSummary"]
@@ -57,6 +57,7 @@ class TrainTask:
                     sigma_train=self.spec.sigma_train, seed=self.spec.seed, epoch=m["epoch"], batches=m["batches"],
                     train_loss=m["train_loss"], train_accuracy=m["train_accuracy"], val_loss=m["val_loss"],
                     val_accuracy=m["val_accuracy"], seconds=m["seconds"], checkpoint=m["checkpoint"],
+                    holdout_loss=m.get("holdout_loss"), holdout_accuracy=m.get("holdout_accuracy"),
                 ))
 
             def curve(m: dict) -> None:
@@ -68,6 +69,14 @@ class TrainTask:
 
             result = train(self.spec, self.checkpoint, data_dir=self.data_dir, device=self.device,
                            on_epoch=record, progress=self.progress, curve_every=self.curve_every, on_curve=curve)
+            if result.stopping:
+                es = result.stopping
+                store.set_stopping(StoppingRow(
+                    experiment=self.experiment, model=self.spec.model, noise=self.spec.noise,
+                    sigma_train=self.spec.sigma_train, seed=self.spec.seed, monitor=es["monitor"],
+                    epochs_run=es["epochs_run"], best_epoch=es["best_epoch"], best_score=es["best_score"],
+                    stopped=es["stopped"], checkpoint=result.sha256,
+                ))
         return result.sha256
 
 
@@ -288,7 +297,14 @@ def run_sweep(
     def trained(task: TrainTask, sha: str) -> None:
         with ResultStore(run_dir / STORE) as store:
             last = [e for e in store.epochs(plan.name) if e["sigma_train"] == round(task.spec.sigma_train, 9)]
-        if last:
+            stop = [r for r in store.stopping(plan.name) if r["sigma_train"] == round(task.spec.sigma_train, 9)]
+        if stop:
+            r = stop[-1]
+            best = [e for e in last if e["epoch"] == r["best_epoch"]]
+            acc = f", clean test accuracy {100 * best[0]['val_accuracy']:.2f}%" if best else ""
+            log(f"trained {task.spec.key}: {r['epochs_run']} epochs (stopped: {r['stopped']}), "
+                f"best epoch {r['best_epoch']} (held-out {r['monitor']} {r['best_score']:.4f}){acc}")
+        elif last:
             e = last[-1]
             log(f"trained {task.spec.key}: {e['epoch']} epochs, clean test accuracy {100 * e['val_accuracy']:.2f}%")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisynn import data as datasets
-from noisynn.engine.checkpoint import load_checkpoint, save_checkpoint
+from noisynn.engine.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from noisynn.engine.seeding import generator
 from noisynn.errors import CheckpointError, NoisynnError
 from noisynn.layers import set_noise
@@ -23,7 +24,7 @@ from noisynn.models import MODELS, build_model
 from noisynn.noise import check_sigma, noise
 
 __all__ = ["TrainSpec", "TrainResult", "train", "load_data", "build_for_data", "load_trained", "load_for_evaluation",
-           "resolve_device"]
+           "resolve_device", "split_holdout", "best_path", "last_path"]
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -51,6 +52,15 @@ class TrainSpec:
             (default 1) and ``fraction`` (default 0.5): in every mini-batch that fraction
             of the samples is replaced by PGD examples made against the current model
             (with its training noise, if any) in pixel space (see :mod:`noisynn.attacks`).
+        early_stopping: empty: train exactly ``epochs`` epochs. Otherwise ``epochs`` is a
+            cap and training stops once the clean score on a held-out part of the
+            training set has not improved for ``patience`` epochs. Keys: ``holdout``
+            (the *last* N training samples, after ``train_limit``, or a fraction in
+            (0, 1) of them; they are never trained on), ``patience`` (epochs without
+            improvement), ``monitor`` (``"loss"``, default, or ``"accuracy"``: the
+            held-out cross-entropy or accuracy) and ``min_delta`` (default 0: an
+            improvement must exceed it). The checkpoint then ends up holding the best
+            epoch's weights (see :func:`train`).
     """
 
     model: str
@@ -69,6 +79,7 @@ class TrainSpec:
     allow_partial: bool = False
     data_options: dict = field(default_factory=dict)
     adversarial: dict = field(default_factory=dict)
+    early_stopping: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigma_train", check_sigma(self.sigma_train))
@@ -85,6 +96,8 @@ class TrainSpec:
             raise NoisynnError(f"lr must be a positive number, got {self.lr}")
         if self.adversarial:
             _check_adversarial(self.adversarial)
+        if self.early_stopping:
+            _check_early_stopping(self.early_stopping)
 
     def identity(self) -> dict:
         """The fields a checkpoint must match to be resumed (all but ``epochs``)."""
@@ -92,6 +105,8 @@ class TrainSpec:
         d.pop("epochs")
         if not d["adversarial"]:
             d.pop("adversarial")  # natural training: same identity as before the field existed
+        if not d["early_stopping"]:
+            d.pop("early_stopping")  # a fixed epoch count: same identity as before the field existed
         return json.loads(json.dumps(d, sort_keys=True))
 
     @property
@@ -113,6 +128,97 @@ def _check_adversarial(adv: dict) -> None:
                            f"(use {', '.join(sorted(_ADV_KEYS))})")
     if not 0 < float(adv.get("fraction", 0.5)) <= 1:
         raise NoisynnError(f"adversarial fraction must be in (0, 1], got {adv['fraction']}")
+
+
+# -- early stopping on a held-out part of the training set -------------------------------
+_ES_KEYS = {"holdout", "patience", "monitor", "min_delta"}
+
+
+def _check_early_stopping(es: dict) -> None:
+    unknown = set(es) - _ES_KEYS
+    missing = {"holdout", "patience"} - set(es)
+    if unknown or missing:
+        raise NoisynnError(f"early_stopping settings: unknown {sorted(unknown)} / missing {sorted(missing)} keys "
+                           f"(use {', '.join(sorted(_ES_KEYS))})")
+    holdout = es["holdout"]
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or holdout <= 0 or (
+            isinstance(holdout, float) and holdout >= 1):
+        raise NoisynnError(f"early_stopping holdout must be a sample count >= 1 or a fraction in (0, 1), got {holdout!r}")
+    if isinstance(es["patience"], bool) or not isinstance(es["patience"], int) or es["patience"] < 1:
+        raise NoisynnError(f"early_stopping patience must be an integer >= 1, got {es['patience']!r}")
+    if es.get("monitor", "loss") not in ("loss", "accuracy"):
+        raise NoisynnError(f"early_stopping monitor must be loss or accuracy, got {es['monitor']!r}")
+    if not float(es.get("min_delta", 0.0)) >= 0:
+        raise NoisynnError(f"early_stopping min_delta must be >= 0, got {es['min_delta']!r}")
+
+
+def split_holdout(spec: TrainSpec, ds: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """``(samples to train on, held-out samples)``: the held-out part is the last ``holdout`` samples."""
+    if not spec.early_stopping:
+        return ds, None
+    holdout = spec.early_stopping["holdout"]
+    n = int(round(holdout * len(ds))) if isinstance(holdout, float) else int(holdout)
+    if not 1 <= n < len(ds):
+        raise NoisynnError(f"early_stopping holdout of {n} samples leaves nothing to train on or hold out "
+                           f"({len(ds)} training samples): choose a smaller holdout")
+    cut = len(ds) - n
+    return (dataclasses.replace(ds, x=ds.x[:cut], y=ds.y[:cut]),
+            dataclasses.replace(ds, x=ds.x[cut:], y=ds.y[cut:]))
+
+
+def best_path(checkpoint: str | Path) -> Path:
+    """Where early stopping keeps the best epoch's weights: ``NAME.best.safetensors``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".best.safetensors")
+
+
+def last_path(checkpoint: str | Path) -> Path:
+    """Where a stopped run keeps its last epoch's state (to go on if the cap is raised): ``NAME.last.safetensors``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".last.safetensors")
+
+
+def _fresh_stopping(spec: TrainSpec) -> dict:
+    return {"monitor": spec.early_stopping.get("monitor", "loss"), "best_epoch": 0, "best_score": None,
+            "since_best": 0, "stopped": None}
+
+
+def _improved(spec: TrainSpec, es: dict, loss: float, accuracy: float) -> tuple[bool, float]:
+    """(is this epoch better than the best by more than min_delta, its score)."""
+    score = loss if es["monitor"] == "loss" else accuracy
+    delta = float(spec.early_stopping.get("min_delta", 0.0))
+    if es["best_score"] is None:
+        return True, score
+    better = score < es["best_score"] - delta if es["monitor"] == "loss" else score > es["best_score"] + delta
+    return better, score
+
+
+def _stop_reason(spec: TrainSpec, es: dict, epoch: int) -> str | None:
+    """Why training stops after ``epoch`` (``patience``, ``cap``) or None to go on."""
+    if es["since_best"] >= int(spec.early_stopping["patience"]):
+        return "patience"
+    return "cap" if epoch >= spec.epochs else None
+
+
+def _finish_early_stopping(spec: TrainSpec, checkpoint: Path, model: nn.Module, meta: dict, reason: str) -> str:
+    """Keep the last state in ``NAME.last``, then write the best weights (no optimizer) to ``checkpoint``."""
+    _atomic_copy(checkpoint, last_path(checkpoint))
+    best = load_checkpoint(best_path(checkpoint))
+    if int(best["meta"]["epoch"]) != meta["early_stopping"]["best_epoch"]:
+        raise CheckpointError(f"{best_path(checkpoint)} holds epoch {best['meta']['epoch']}, not the best epoch "
+                              f"{meta['early_stopping']['best_epoch']}: delete the run's models/{spec.key}.* files")
+    model.load_state_dict(best["model"])
+    es = dict(meta["early_stopping"], stopped=reason, epochs_run=meta["epoch"])
+    final = dict(meta, early_stopping=es, metrics=best["meta"]["metrics"], last_metrics=meta["metrics"])
+    return save_checkpoint(checkpoint, model, final)
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _adversary(spec: TrainSpec, model: nn.Module, ds: datasets.Dataset, epoch: int, dev):
@@ -143,6 +249,9 @@ class TrainResult:
     sha256: str
     epochs_run: int
     metrics: dict
+    stopping: dict | None = None
+    """Early stopping's record (``best_epoch, best_score, monitor, since_best, stopped``
+    (``patience`` | ``cap``), ``epochs_run``), or None without early stopping."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -226,6 +335,21 @@ def train(
     split, then an atomic checkpoint (weights, optimizer state, metadata). An
     existing checkpoint of the same spec is resumed after its last finished epoch.
 
+    With ``spec.early_stopping`` the last ``holdout`` training samples are held out
+    (never trained on); after every epoch their clean loss and accuracy join the
+    epoch's metrics (``holdout_loss``, ``holdout_accuracy``) and decide whether the
+    epoch is the best so far, whose weights are then written to
+    ``NAME.best.safetensors`` (:func:`best_path`). The checkpoint's metadata carries the
+    state (``early_stopping``: ``monitor, best_epoch, best_score, since_best, stopped``).
+    Training stops after ``patience`` epochs without improvement, or at the cap
+    ``spec.epochs``; then the last state is copied to ``NAME.last.safetensors``
+    (:func:`last_path`) and ``checkpoint`` is rewritten with the *best* weights (no
+    optimizer state), metadata ``metrics`` of the best epoch, ``last_metrics`` of the
+    last and ``early_stopping.stopped`` = ``"patience"`` or ``"cap"`` and
+    ``epochs_run``: what :func:`load_trained` and evaluation load. Re-running a stopped
+    run trains no more; raising the cap of a run stopped by it goes on from ``NAME.last``.
+    A killed run resumes bit-identically, early-stopping state included.
+
     Args:
         spec: what to train.
         checkpoint: the ``.safetensors`` file to write and resume from.
@@ -246,29 +370,33 @@ def train(
 
     dev = resolve_device(device)
     checkpoint = Path(checkpoint)
-    train_ds = load_data(spec.model, spec.dataset, "train", data_dir=data_dir, device=dev,
-                         limit=spec.train_limit, allow_partial=spec.allow_partial, data_options=spec.data_options)
-    test_ds = _test_split(spec, data_dir, dev, train_ds)
+    all_train = load_data(spec.model, spec.dataset, "train", data_dir=data_dir, device=dev,
+                          limit=spec.train_limit, allow_partial=spec.allow_partial, data_options=spec.data_options)
+    train_ds, holdout_ds = split_holdout(spec, all_train)
+    test_ds = _test_split(spec, data_dir, dev, all_train)
     torch.manual_seed(spec.seed)
     model = build_for_data(spec.model, tuple(train_ds.x.shape[1:]), spec.noise).to(dev)
     optimizer = _optimizer(spec, model)
-    start, metrics = 0, {}
+    start, metrics, meta = 0, {}, {}
+    es = _fresh_stopping(spec) if spec.early_stopping else None
     if checkpoint.exists():
-        state = load_checkpoint(checkpoint, device=dev)
-        if state["meta"].get("spec") != spec.identity():
-            raise CheckpointError(
-                f"{checkpoint} was trained with other settings ({_diff(state['meta'].get('spec'), spec.identity())}); "
-                "use another --out directory"
-            )
+        state = _resume_state(spec, checkpoint, dev)
+        meta = state["meta"]
+        if es is not None:
+            es = dict(meta.get("early_stopping") or es)
+            if es["stopped"]:  # stopped early, or at a cap that was not raised: nothing more to train
+                return TrainResult(checkpoint, state["sha256"], 0, meta.get("metrics", {}), es)
         model.load_state_dict(state["model"])
         if state["optim"] is not None:
             optimizer.load_state_dict(state["optim"])
-        start, metrics = int(state["meta"]["epoch"]), state["meta"].get("metrics", {})
+        start, metrics = int(meta["epoch"]), meta.get("metrics", {})
     if curve_every < 0 or curve_samples < 1:
         raise NoisynnError(f"curve_every must be >= 0 and curve_samples >= 1, got {curve_every}, {curve_samples}")
     curve_ds = dataclasses.replace(test_ds, x=test_ds.x[:curve_samples], y=test_ds.y[:curve_samples])
-    sha = ""
+    sha, reached = "", start
     for epoch in range(start + 1, spec.epochs + 1):
+        if es is not None and _stop_reason(spec, es, epoch - 1) == "patience":
+            break
         t0 = time.perf_counter()
         model.train()
         set_noise(model, noise(spec.noise, spec.sigma_train, generator=generator(spec.seed, spec.key, "noise", epoch, device=dev)))
@@ -299,18 +427,56 @@ def train(
         metrics = {
             "epoch": epoch, "batches": epoch * len(loader), "train_loss": total_loss / seen,
             "train_accuracy": total_correct / seen, "val_loss": val_loss, "val_accuracy": val_acc,
-            "seconds": time.perf_counter() - t0,
+            "seconds": 0.0,
         }
         meta = {"model": spec.model, "dataset": spec.dataset, "noise": spec.noise, "sigma_train": spec.sigma_train,
                 "epoch": epoch, "epochs": spec.epochs, "seed": spec.seed, "metrics": metrics,
                 "spec": spec.identity(), "sample_shape": list(train_ds.x.shape[1:])}
+        if es is not None:
+            es = _after_epoch(spec, es, model, holdout_ds, metrics, epoch)
+            meta["early_stopping"] = es
+        metrics["seconds"] = time.perf_counter() - t0
+        if es is not None and es["best_epoch"] == epoch:
+            save_checkpoint(best_path(checkpoint), model, meta)  # before the checkpoint that names it the best
         sha = save_checkpoint(checkpoint, model, meta, optimizer)
+        reached = epoch
         metrics["checkpoint"] = sha
         if on_epoch is not None:
             on_epoch(metrics)
+    if es is not None:
+        sha = _finish_early_stopping(spec, checkpoint, model, meta, _stop_reason(spec, es, reached) or "cap")
+        final = read_metadata(checkpoint)
+        return TrainResult(checkpoint, sha, reached - start, final["metrics"], final["early_stopping"])
     if not sha:
         sha = load_checkpoint(checkpoint)["sha256"]
     return TrainResult(checkpoint, sha, spec.epochs - start, metrics)
+
+
+def _resume_state(spec: TrainSpec, checkpoint: Path, dev) -> dict:
+    """The checkpoint to go on from: ``checkpoint``, or its ``.last`` state when a stopped run's cap was raised."""
+    state = load_checkpoint(checkpoint, device=dev)
+    if state["meta"].get("spec") != spec.identity():
+        raise CheckpointError(
+            f"{checkpoint} was trained with other settings ({_diff(state['meta'].get('spec'), spec.identity())}); "
+            "use another --out directory"
+        )
+    es = state["meta"].get("early_stopping") or {}
+    if es.get("stopped") == "cap" and spec.epochs > int(state["meta"]["epoch"]):
+        if not last_path(checkpoint).exists():
+            raise CheckpointError(f"{checkpoint} stopped at its cap of {state['meta']['epoch']} epochs and "
+                                  f"{last_path(checkpoint).name} is gone: use another --out directory to train longer")
+        state = load_checkpoint(last_path(checkpoint), device=dev)
+    return state
+
+
+def _after_epoch(spec: TrainSpec, es: dict, model: nn.Module, holdout_ds, metrics: dict, epoch: int) -> dict:
+    """The early-stopping state after ``epoch``; adds the clean held-out loss and accuracy to ``metrics``."""
+    loss, accuracy = clean_metrics(model, holdout_ds)
+    metrics.update(holdout_loss=loss, holdout_accuracy=accuracy)
+    better, score = _improved(spec, es, loss, accuracy)
+    if better:
+        return dict(es, best_epoch=epoch, best_score=score, since_best=0)
+    return dict(es, since_best=es["since_best"] + 1)
 
 
 def _test_split(spec: TrainSpec, data_dir, dev, train_ds) -> datasets.Dataset:

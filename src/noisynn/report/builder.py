@@ -113,6 +113,8 @@ def _checkpoints(run_dir: Path, seed: int | None, model: str | None) -> dict[flo
 
     found: dict[float, tuple[Path, dict]] = {}
     for path in sorted((run_dir / "models").glob("*.safetensors")):
+        if path.name.endswith((".best.safetensors", ".last.safetensors")):
+            continue  # early stopping's copies: the checkpoint itself is what was evaluated
         try:
             meta = read_metadata(path)
         except NoisynnError:
