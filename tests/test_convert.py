@@ -275,7 +275,7 @@ def test_cli_inspect_prints_sites_and_reasons(tmp_path):
     runner = CliRunner()
     out = runner.invoke(app, ["inspect", "cnn6"])
     assert out.exit_code == 0, out.output
-    assert "classifier.4" in out.output and "folded into the batch-norm" in out.output
+    assert "classifier.4" in out.output and "noise after its BN" in out.output
     (tmp_path / "usernet.py").write_text(
         "import torch\nclass Net(torch.nn.Module):\n"
         "    def __init__(self):\n        super().__init__(); self.w = torch.nn.Parameter(torch.ones(3, 3))\n"

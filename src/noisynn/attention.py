@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.nn.modules.transformer import _detect_is_causal_mask, _get_seq_len
 
 from noisynn.layers import INTERCEPT, NoiseSite, exact_scope
-from noisynn.noise import NoiseModel
+from noisynn.noise import NoiseModel, Product
 
 __all__ = ["NoisyMultiheadAttention", "NoisyTransformerEncoderLayer", "NoisyTransformerEncoder",
            "ATTENTION_SITES", "subtree_clean"]
@@ -124,9 +124,18 @@ class NoisyMultiheadAttention(NoiseSite, nn.MultiheadAttention):
         else:
             w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
         b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
-        q = noisy(F.linear(query, w_q, b_q), "q")
-        k = noisy(F.linear(key, w_k, b_k), "k")
-        v = noisy(F.linear(value, w_v, b_v), "v")
+        param = self.in_proj_weight if self._qkv_same_embed_dim else None
+
+        def project(x: Tensor, w: Tensor, b: Tensor | None, suffix: str) -> Tensor:
+            site = f"{name}:{suffix}"
+            if model is not None and model.computes_products(site):  # e.g. weights on a crossbar
+                return model.product(Product(x, w, b, F.linear, -1, True, self.training, param if param is not None
+                                             else w), site)
+            return noisy(F.linear(x, w, b), suffix)
+
+        q = project(query, w_q, b_q, "q")
+        k = project(key, w_k, b_k, "k")
+        v = project(value, w_v, b_v, "v")
 
         if self.bias_k is not None and self.bias_v is not None:
             k = torch.cat([k, self.bias_k.repeat(1, bsz, 1)])

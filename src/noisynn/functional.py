@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from noisynn.layers import EXACT, INTERCEPT, NoiseSite
-from noisynn.noise import NoiseModel
+from noisynn.noise import NoiseModel, Product
 
 __all__ = ["PRODUCTS", "Host", "host_class", "is_host"]
 
@@ -105,10 +105,29 @@ class _Interceptor(TorchFunctionMode):
         op = PRODUCTS.get(func)
         if op is None:
             return func(*args, **kwargs)
+        if frame.model is not None and op in ("linear", "addmm") and not RECORDER:
+            site = frame.site(op)
+            if frame.model.computes_products(site):  # weights on a crossbar: the model computes it
+                return frame.model.product(_as_product(frame, op, args, kwargs), site)
+            return _noisy(frame, site, op, func(*args, **kwargs), args)
         out = func(*args, **kwargs)
         if not isinstance(out, Tensor):
             return out
         return _noisy(frame, frame.site(op), op, out, args)
+
+
+def _as_product(frame: _Frame, op: str, args: tuple, kwargs: dict) -> Product:
+    """``F.linear(x, w, b)`` or ``torch.addmm(b, x, w)`` (HF's Conv1D: ``w`` is (in, out)) as a Product."""
+    training = bool(getattr(frame.host, "training", False))
+    if op == "linear":
+        x, w = args[0], args[1]
+        b = args[2] if len(args) > 2 else kwargs.get("bias")
+        return Product(x, w, b, F.linear, -1, True, training, w)
+    bias, x, w = (list(args) + [kwargs.get("input"), kwargs.get("mat1"), kwargs.get("mat2")])[:3]
+    if kwargs.get("beta", 1) != 1 or kwargs.get("alpha", 1) != 1:
+        raise ValueError(f"{frame.name}: addmm with beta/alpha other than 1 cannot be handed to a model that "
+                         "computes products")
+    return Product(x, w.t(), bias, F.linear, -1, True, training, w)
 
 
 def _noisy(frame: _Frame, site: str, op: str, y: Tensor, args: tuple) -> Tensor:

@@ -40,7 +40,7 @@ from torch import Tensor, _VF, nn
 from noisynn import _fast
 from noisynn.errors import ModelError
 from noisynn.layers import INTERCEPT, NoiseSite, exact_scope
-from noisynn.noise import NoiseModel
+from noisynn.noise import NoiseModel, Product
 
 __all__ = ["NoisyLSTM", "NoisyGRU", "NoisyRNN", "NoisyLSTMCell", "NoisyGRUCell", "NoisyRNNCell"]
 
@@ -221,7 +221,11 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
                 index = layer * self.num_directions + direction
                 seq = x.flip(0) if direction else x
                 state = (h0[index], c0[index] if c0 is not None else None)
-                out, h_last, c_last = self._unroll(seq, state, self._cell_weights(index), model)
+                weights = self._cell_weights(index)
+                if model.computes_products(self.site_name):
+                    out, h_last, c_last = self._unroll_products(seq, state, weights, model, index)
+                else:
+                    out, h_last, c_last = self._unroll(seq, state, weights, model)
                 outs.append(out.flip(0) if direction else out)
                 h_n.append(h_last)
                 if c_last is not None:
@@ -236,6 +240,45 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
 
     def _unroll(self, seq: Tensor, state, weights, model: NoiseModel) -> tuple[Tensor, Tensor, Tensor | None]:
         raise NotImplementedError
+
+    def _product_site(self, index: int) -> str:
+        """The name a product-computing model sees for layer/direction ``index`` (its chip cache key)."""
+        return self.site_name if len(self._weight_names) == 1 else f"{self.site_name}[{index}]"
+
+    def _unroll_products(self, seq: Tensor, state, weights, model: NoiseModel, index: int):
+        """Each step's gate product as one crossbar ``[W_ih W_hh] [x_t; h] + b`` computed by ``model.product``."""
+        w_ih, w_hh, b_ih, b_hh = weights
+        site = self._product_site(index)
+        training = self.training
+        h, c = state
+        outs = []
+        if self.mode == "GRU":
+            hidden = self.hidden_size
+            w_rz = torch.cat([w_ih[: 2 * hidden], w_hh[: 2 * hidden]], 1)
+            b_rz = None if b_ih is None else b_ih[: 2 * hidden] + (0 if b_hh is None else b_hh[: 2 * hidden])
+            for x_t in seq.unbind(0):
+                rz = model.product(Product(torch.cat([x_t, h], 1), w_rz, b_rz, F.linear, -1, True, training, w_ih),
+                                   site)
+                gi_n = model.product(Product(x_t, w_ih[2 * hidden:], None if b_ih is None else b_ih[2 * hidden:],
+                                             F.linear, -1, True, training, w_ih), f"{site}.in")
+                gh_n = model.product(Product(h, w_hh[2 * hidden:], None if b_hh is None else b_hh[2 * hidden:],
+                                             F.linear, -1, True, training, w_hh), f"{site}.hn")
+                r, z = torch.sigmoid(rz).chunk(2, 1)
+                h = torch.lerp(torch.tanh(gi_n + r * gh_n), h, z)
+                outs.append(h)
+            return torch.stack(outs), h, None
+        w = torch.cat([w_ih, w_hh], 1)
+        bias = b_ih if b_hh is None else b_ih + b_hh if b_ih is not None else None
+        for x_t in seq.unbind(0):
+            pre = model.product(Product(torch.cat([x_t, h], 1), w, bias, F.linear, -1, True, training, w_ih), site)
+            if self.mode == "LSTM":
+                i, f, g, o = pre.chunk(4, 1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+            else:
+                h = torch.tanh(pre) if self.mode == "RNN_TANH" else torch.relu(pre)
+            outs.append(h)
+        return torch.stack(outs), h, (c if self.mode == "LSTM" else None)
 
 
 class NoisyLSTM(_NoisyRNNBase):
@@ -387,17 +430,42 @@ class _NoisyCell(NoiseSite):
         if hx is None:
             zeros = input.new_zeros(input.size(0), self.hidden_size)  # type: ignore[attr-defined]
             hx = (zeros, zeros) if isinstance(self, nn.LSTMCell) else zeros
+        step = self._product_step if model.computes_products(self.site_name) else self._step
         if INTERCEPT.get() is None:
-            out = self._step(input, hx, model)
+            out = step(input, hx, model)
         else:
             with exact_scope():
-                out = self._step(input, hx, model)
+                out = step(input, hx, model)
         if not batched:
             out = tuple(h.squeeze(0) for h in out) if isinstance(out, tuple) else out.squeeze(0)
         return out
 
     def _step(self, x: Tensor, hx, model: NoiseModel):
         raise NotImplementedError
+
+    def _product_step(self, x: Tensor, hx, model: NoiseModel):
+        """One step with the gate product ``[W_ih W_hh] [x; h] + b`` computed by ``model.product``."""
+        h = hx[0] if isinstance(hx, tuple) else hx
+        w_ih, w_hh, b_ih, b_hh = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh  # type: ignore
+        site, n = self.site_name, self.hidden_size  # type: ignore[attr-defined]
+        if isinstance(self, nn.GRUCell):
+            b_rz = None if b_ih is None else b_ih[: 2 * n] + b_hh[: 2 * n]
+            rz = model.product(Product(torch.cat([x, h], 1), torch.cat([w_ih[: 2 * n], w_hh[: 2 * n]], 1), b_rz,
+                                       F.linear, -1, True, self.training, w_ih), site)  # type: ignore[attr-defined]
+            gi_n = model.product(Product(x, w_ih[2 * n:], None if b_ih is None else b_ih[2 * n:], F.linear, -1, True,
+                                         self.training, w_ih), f"{site}.in")  # type: ignore[attr-defined]
+            gh_n = model.product(Product(h, w_hh[2 * n:], None if b_hh is None else b_hh[2 * n:], F.linear, -1, True,
+                                         self.training, w_hh), f"{site}.hn")  # type: ignore[attr-defined]
+            r, z = torch.sigmoid(rz).chunk(2, 1)
+            return torch.lerp(torch.tanh(gi_n + r * gh_n), h, z)
+        bias = None if b_ih is None else b_ih + b_hh
+        pre = model.product(Product(torch.cat([x, h], 1), torch.cat([w_ih, w_hh], 1), bias, F.linear, -1, True,
+                                    self.training, w_ih), site)  # type: ignore[attr-defined]
+        if isinstance(self, nn.LSTMCell):
+            i, f, g, o = pre.chunk(4, 1)
+            c = torch.sigmoid(f) * hx[1] + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+        return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)  # type: ignore[attr-defined]
 
 
 class NoisyLSTMCell(_NoisyCell, nn.LSTMCell):
