@@ -23,7 +23,9 @@ replaces, for float32 CPU tensors and the Gaussian kinds only:
 
 The kernels are a small C file compiled on first use with the system C compiler
 (``cc``/``gcc``, about 1-2 s, cached per machine under ``$NOISYNN_CACHE_DIR`` or the
-user cache directory) and loaded with :mod:`ctypes`; they use torch's own OpenMP
+user cache directory, in a ``kernels/`` folder only its owner can write, and loaded only
+if its SHA-256, package version and C-source hash match the record written when it was
+built; anything else is rebuilt) and loaded with :mod:`ctypes`; they use torch's own OpenMP
 runtime, so they share its threads. Without a compiler, on other devices or dtypes,
 with ``NOISYNN_REFERENCE=1`` or inside :func:`noisynn.noise.reference`, everything
 takes the plain reference path. Same distribution, different draws: with sigma > 0 a
@@ -445,6 +447,14 @@ _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=gnu11", "-shared", "-
 
 
 # -- building and loading --------------------------------------------------------------
+# The library runs native code in this process, so it is never loaded from a place another
+# user could write: it lives in a directory of ours only (0o700, owned by us, in a parent
+# nobody else can rename it out of), and its SHA-256 is recorded when it is built, beside the
+# package version and a hash of the C source, in ``<library>.json``. A library whose record
+# is missing or does not match is rebuilt, never loaded.
+_RECORD = ".json"
+
+
 def _cache_dir() -> Path:
     env = os.environ.get("NOISYNN_CACHE_DIR")
     if env:
@@ -469,15 +479,87 @@ def _cpu_id() -> str:
     return platform.processor()
 
 
-def _compile(compiler: str, target: Path, openmp: bool) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _unsafe(path: Path, *, leaf: bool) -> str | None:
+    """Why ``path`` is not a safe home for the library (None if it is)."""
+    import stat
+
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) and leaf:
+        return f"{path} is a symbolic link"
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid() and (leaf or st.st_uid != 0):
+        return f"{path} is owned by uid {st.st_uid}, not by this user"
+    if st.st_mode & 0o022 and (leaf or not st.st_mode & stat.S_ISVTX):
+        return f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _private_dir() -> Path:
+    """The kernel cache directory, created 0o700; a fresh private one if it is not safe."""
+    folder = _cache_dir()
+    try:
+        if not folder.is_dir():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
+        reason = _unsafe(folder, leaf=True) or _unsafe(folder.parent, leaf=False)
+    except OSError as exc:
+        reason = f"{folder} is not usable ({exc})"
+    if reason is None:
+        return folder
+    fresh = Path(tempfile.mkdtemp(prefix="noisynn-kernels-"))  # 0o700, ours, new
+    warnings.warn(f"noisynn: not loading kernels from {folder}: {reason}; building into {fresh} for this process "
+                  f"(make it private with `chmod 700 {folder}`)", RuntimeWarning, stacklevel=4)
+    return fresh
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _identity() -> dict:
+    """What a cached library must have been built from: package version, kernel version, C source."""
+    from noisynn import __version__
+
+    return {"package_version": __version__, "kernel_version": _VERSION,
+            "source_sha256": hashlib.sha256(_SOURCE.encode()).hexdigest(), "flags": list(_FLAGS)}
+
+
+def _verified(target: Path) -> bool:
+    """True if ``target`` is the library its record describes, built from this package's source."""
+    import json
+
+    try:
+        record = json.loads(Path(str(target) + _RECORD).read_text())
+        return (isinstance(record, dict) and {k: record.get(k) for k in _identity()} == _identity()
+                and record.get("sha256") == _file_sha256(target))
+    except (OSError, ValueError):
+        return False
+
+
+def _compile(compiler: str, target: Path, openmp: bool) -> ctypes.CDLL:
+    """Compile into a temporary name in ``target``'s directory, load that file, then publish it and its record.
+
+    The library loaded is the file just compiled and hashed: a concurrent builder replacing
+    ``target`` in between cannot swap it.
+    """
+    import json
+
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src = Path(tmp) / "noisynn_fast.c"
         src.write_text(_SOURCE)
         out = Path(tmp) / target.name
         cmd = [compiler, *_FLAGS, *(["-fopenmp"] if openmp else []), str(src), "-o", str(out), "-lm"]
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-        os.replace(out, target)  # atomic: concurrent builders never see half a file
+        lib = ctypes.CDLL(str(out))
+        record = Path(tmp) / (target.name + _RECORD)
+        record.write_text(json.dumps({**_identity(), "sha256": _file_sha256(out)}, indent=1) + "\n")
+        # library first, then its record: a reader between the two sees a mismatch and rebuilds
+        os.replace(out, target)
+        os.replace(record, str(target) + _RECORD)
+        return lib
 
 
 def _build() -> ctypes.CDLL:
@@ -485,13 +567,14 @@ def _build() -> ctypes.CDLL:
     if compiler is None:
         raise RuntimeError("no C compiler found (set CC)")
     key = hashlib.sha256("\0".join([_SOURCE, *_FLAGS, compiler, _cpu_id(), sys.platform]).encode()).hexdigest()[:16]
+    folder = _private_dir()
     errors = []
     for openmp in (True, False):  # without OpenMP the kernels run on one thread
-        target = _cache_dir() / f"noisynn_fast_{key}{'_omp' if openmp else ''}.so"
+        target = folder / f"noisynn_fast_{key}{'_omp' if openmp else ''}.so"
         try:
-            if not target.exists():
-                _compile(compiler, target, openmp)
-            lib = ctypes.CDLL(str(target))
+            lib = ctypes.CDLL(str(target)) if target.is_file() and _verified(target) else None
+            if lib is None or lib.nn_version() != _VERSION:
+                lib = _compile(compiler, target, openmp)  # missing, unrecorded, altered or stale: rebuild
             if lib.nn_version() != _VERSION:
                 raise RuntimeError("stale kernel library")
             return lib
