@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import noisynn
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIMEOUT = 240  # each takes < 60 s on 2 idle cores; the margin is for a machine shared with other jobs
 NUMBER = r"[-+]?\d+(?:\.\d+)?"
@@ -24,6 +26,11 @@ def run(name: str) -> str:
     assert proc.returncode == 0, f"{name} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
     return proc.stdout
+
+
+#: 01 and 04 use noisynn.evaluate / noisynn.sweep (src/noisynn/api.py), landing separately
+needs_api = pytest.mark.skipif(not (hasattr(noisynn, "evaluate") and hasattr(noisynn, "sweep")),
+                               reason="noisynn.evaluate / noisynn.sweep (src/noisynn/api.py) are not in this checkout")
 
 
 def rows(out: str, first: str) -> dict[str, list[float]]:
@@ -45,6 +52,7 @@ def test_every_example_is_tested_and_documented():
         assert text.startswith('"""') and f"python examples/{s}" in text, f"{s}: docstring saying how to run it"
 
 
+@needs_api
 def test_example_01():
     out = run("01_convert_your_cnn.py")
     table = rows(out, r"\d+\.\d\d")  # sigma_val, repeat_forward %, sd, evaluate %, stderr
@@ -80,6 +88,7 @@ def test_example_03():
     assert table["0.30"][0] > loss0, out  # noise costs something
 
 
+@needs_api
 def test_example_04():
     out = run("04_custom_noise_model.py")
     header = next(line for line in out.splitlines() if "sigma_val" in line and "sigma_train" in line)
