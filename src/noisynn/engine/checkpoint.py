@@ -3,11 +3,20 @@
 A checkpoint ``NAME.safetensors`` holds the model's ``state_dict`` (keys ``model.*``),
 the optimizer's tensors (``optim.*``) and, in the safetensors header, a JSON metadata
 document (model, dataset, noise kind, sigma_train, epoch, seed, metrics, package
-version, the optimizer's non-tensor state). The same metadata is written beside it
-as ``NAME.json`` for people. No pickle anywhere: loading a checkpoint cannot run code.
+version, the optimizer's non-tensor state, and the SHA-256 of the weights and of the
+optimizer state, both verified on loading). No pickle anywhere: loading a checkpoint
+cannot run code.
 
-Files are written to a temporary name and renamed, so a killed process leaves either
-the previous checkpoint or the new one, never half of one.
+The same metadata (without the optimizer state) is written beside it as ``NAME.json``
+for people. That sidecar has no authority: nothing reads it, the safetensors header is
+the truth, and :func:`load_checkpoint` rewrites a sidecar that does not match it.
+
+Files are written to unique temporary names (``.NAME.<host>-<pid>-<random>.tmp``, see
+:mod:`noisynn.engine.atomic`) and renamed, the ``.safetensors`` first, so a killed
+process leaves either the previous checkpoint or the new one, never half of one; a kill
+between the two renames leaves the sidecar one epoch behind and its temporary file,
+which the next save or load of that checkpoint repairs and deletes. Two writers of one
+checkpoint never share a temporary file.
 """
 
 from __future__ import annotations
@@ -22,9 +31,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from noisynn.engine.atomic import remove_orphans, unique_tmp
 from noisynn.errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_metadata", "weights_sha256", "Checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_metadata", "weights_sha256", "optimizer_sha256",
+           "sync_sidecar", "Checkpoint"]
 
 _META_KEY = "noisynn"
 
@@ -40,10 +51,21 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     metadata (e.g. timings) differ: it is what identifies "the evaluated model".
     """
     digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
+    _update(digest, state_dict)
+    return digest.hexdigest()
+
+
+def _update(digest, tensors: dict[str, torch.Tensor]) -> None:
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+
+
+def optimizer_sha256(tensors: dict[str, torch.Tensor], plain: dict) -> str:
+    """SHA-256 of a flattened optimizer state: its ``optim.*`` tensors and its JSON part (hyper-parameters, steps)."""
+    digest = hashlib.sha256(json.dumps(plain, sort_keys=True).encode())
+    _update(digest, tensors)
     return digest.hexdigest()
 
 
@@ -94,15 +116,63 @@ def save_checkpoint(
         optim_tensors, optim_plain = _flatten_optimizer(optimizer.state_dict())
         tensors.update(optim_tensors)
         document["optimizer_state"] = optim_plain
+        document["optimizer_sha256"] = optimizer_sha256(optim_tensors, optim_plain)
     text = json.dumps(document, sort_keys=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={_META_KEY: text})
-    os.replace(tmp, path)
-    sidecar = {k: v for k, v in document.items() if k != "optimizer_state"}
-    json_tmp = path.with_suffix(".json.tmp")
-    json_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-    os.replace(json_tmp, path.with_suffix(".json"))
+    sidecar = path.with_suffix(".json")
+    for target in (path, sidecar):
+        remove_orphans(target)
+    tmp, json_tmp = unique_tmp(path), unique_tmp(sidecar)
+    try:
+        save_file(tensors, str(tmp), metadata={_META_KEY: text})
+        _fsync(tmp)
+        json_tmp.write_text(_sidecar_text(document))
+        os.replace(tmp, path)  # the checkpoint: from here on, this epoch is the one on disk
+        os.replace(json_tmp, sidecar)
+    finally:
+        for leftover in (tmp, json_tmp):
+            if leftover.exists():
+                leftover.unlink()
     return digest
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sidecar_text(meta: dict) -> str:
+    return json.dumps({k: v for k, v in meta.items() if k != "optimizer_state"}, indent=2, sort_keys=True) + "\n"
+
+
+def sync_sidecar(path: str | Path) -> bool:
+    """Make ``NAME.json`` match the checkpoint's own metadata, and delete orphaned temporary files.
+
+    A sidecar can lag behind only when a writer was killed between its two renames. Best
+    effort: a read-only folder is left as it is. Returns True if the sidecar was rewritten.
+    """
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    try:
+        before = path.stat()
+        meta = read_metadata(path)
+        want = _sidecar_text(meta)
+        for target in (path, sidecar):
+            remove_orphans(target)
+        if sidecar.is_file() and sidecar.read_text() == want:
+            return False
+        tmp = unique_tmp(sidecar)
+        tmp.write_text(want)
+        after = path.stat()
+        if (after.st_ino, after.st_mtime_ns, after.st_size) != (before.st_ino, before.st_mtime_ns, before.st_size):
+            tmp.unlink()  # a writer replaced the checkpoint meanwhile: its own sidecar follows
+            return False
+        os.replace(tmp, sidecar)
+        return True
+    except (OSError, CheckpointError):
+        return False
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -141,11 +211,23 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); retrain or restore it") from None
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    optim = None
-    if "optimizer_state" in meta:
-        optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
-        optim = _unflatten_optimizer(optim_tensors, meta.pop("optimizer_state"))
     digest = weights_sha256(model)
     if meta.get("weights_sha256") not in (None, digest):
         raise CheckpointError(f"checkpoint {path} is corrupt (its weights do not match their recorded hash)")
+    optim = None
+    if "optimizer_state" in meta:
+        optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+        plain = meta["optimizer_state"]
+        recorded = meta.get("optimizer_sha256")  # absent in checkpoints of older versions
+        if recorded is not None and (not isinstance(plain, dict) or optimizer_sha256(optim_tensors, plain) != recorded):
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt (its optimizer state does not match its recorded hash): restore it, "
+                f"or delete it (and its .json) to train that model again from scratch")
+        try:
+            optim = _unflatten_optimizer(optim_tensors, plain)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint {path} has a malformed optimizer state ({exc}): restore it, "
+                                  f"or delete it (and its .json) to train that model again from scratch") from None
+    sync_sidecar(path)
+    meta.pop("optimizer_state", None)
     return Checkpoint(meta=meta, model=model, optim=optim, sha256=digest)
