@@ -42,6 +42,8 @@ from noisynn.repeat import repeat_forward
 
 __version__ = "0.1.0"
 
+from noisynn.api import evaluate, sweep, vote  # noqa: E402 (after __version__: the engine reads it)
+
 __all__ = [
     "Additive", "Clean", "Multiplicative", "NoiseModel", "PerSite", "noise", "clean", "check_sigma",
     "NoiseSite", "NoisyLinear", "NoisyBilinear", "NoisyConv1d", "NoisyConv2d", "NoisyConv3d",
@@ -52,4 +54,5 @@ __all__ = [
     "set_noise", "noise_sites", "convert", "inspect", "ConversionReport", "repeat_forward",
     "MODELS", "build_model", "count_parameters",
     "NoisynnError", "DataError", "ModelError", "CheckpointError", "__version__",
+    "evaluate", "vote", "sweep",
 ]

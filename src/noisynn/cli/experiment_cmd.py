@@ -11,12 +11,24 @@ from rich.table import Table
 from noisynn.cli.common import DATA_DIR_HELP, DEVICE_HELP, emit_json, progress_enabled, user_errors
 from noisynn.errors import NoisynnError
 
+NOISE_HELP = ("additive, multiplicative, or pkg.module:Class (any noisynn.NoiseModel; its parameters with "
+              "--noise-param)")
+NOISE_PARAM_HELP = "KEY=VALUE: a fixed parameter of a --noise class (repeatable; VALUE read as JSON if it can be)."
+SWEEP_PARAM_HELP = ("The noise parameter --sigma sets (default: sigma, or the class's only other required "
+                    "parameter).")
+
 
 @user_errors
 def train_command(
-    model: str = typer.Argument(..., help="Network name (noisynn models)."),
-    dataset: str = typer.Option(None, "--dataset", "-d", help="Data set (default: the one the papers use)."),
-    noise: str = typer.Option("additive", "--noise", help="additive or multiplicative."),
+    model: str = typer.Argument(..., help="Network name (noisynn models) or pkg.module:factory (your own; a "
+                                "plain torch model is converted)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Data set name, a FILE.npz (x_train, y_train, "
+                                "x_test, y_test) or pkg.module:function (default: the one the papers use)."),
+    noise: str = typer.Option("additive", "--noise", help=NOISE_HELP),
+    noise_param: list[str] = typer.Option(None, "--noise-param", help=NOISE_PARAM_HELP),
+    sweep_param: str = typer.Option(None, "--sweep-param", help=SWEEP_PARAM_HELP),
+    model_option: list[str] = typer.Option(None, "--model-option", help="KEY=VALUE: an argument of the model "
+                                           "factory (repeatable)."),
     sigma: float = typer.Option(0.0, "--sigma", help="sigma_train: noise injected at every site while training."),
     epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoint, learning curve)."),
@@ -35,20 +47,29 @@ def train_command(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
-    """Train MODEL with Deep Noise Injection; resumes from DIR's checkpoint if interrupted."""
+    """Train MODEL with Deep Noise Injection; resumes from DIR's checkpoint if interrupted.
+
+    Your own model, data and noise: noisynn train mypkg.nets:build --dataset data.npz
+    --noise mypkg.noise:Drift --noise-param rate=0.1 --sigma 0.5 --out runs/mine
+    """
+    from noisynn.engine import plugins
     from noisynn.engine.store import CurveRow, EpochRow, ResultStore
     from noisynn.engine.training import TrainSpec, train
-    from noisynn.models import MODELS, build_model
+    from noisynn.models import MODELS
 
-    if model not in MODELS:
-        build_model(model)  # the one-line unknown-model error
-    spec = TrainSpec(model=model, dataset=dataset or MODELS[model].dataset, noise=noise, sigma_train=sigma,
-                     epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
-                     weight_decay=weight_decay, seed=seed, train_limit=train_limit, augment=augment,
-                     allow_partial=allow_partial)
+    plugins.check_model_reference(model)  # the one-line unknown-model / bad-factory error
+    if dataset is None and model not in MODELS:
+        raise NoisynnError(f"give --dataset for {model} (a data set name, a FILE.npz or pkg.module:function)")
+    family = plugins.resolve_noise(noise, plugins.parse_params(noise_param), sweep_param)
+    spec = TrainSpec(model=model, dataset=plugins.data_reference(dataset or MODELS[model].dataset), noise=noise,
+                     sigma_train=sigma, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                     momentum=momentum, weight_decay=weight_decay, seed=seed, train_limit=train_limit,
+                     augment=augment, allow_partial=allow_partial, noise_params=family.params,
+                     sweep_param=family.param, model_options=plugins.parse_params(model_option, "--model-option"))
     checkpoint = out / "models" / f"{spec.key}.safetensors"
     store = ResultStore(out / "results.sqlite")
     store.claim(experiment="train", model=model, dataset=spec.dataset)
+    noise = family.label
 
     def report(m: dict) -> None:
         store.add_epoch(EpochRow("train", model, noise, spec.sigma_train, seed, m["epoch"], m["batches"],
@@ -90,10 +111,25 @@ def _runs(text: str) -> int | str:
     return value
 
 
-def _load(checkpoint: Path, data_dir: str | None, device: str, limit: int | None):
-    from noisynn.engine.training import load_for_evaluation
+def _load(checkpoint: Path, data_dir: str | None, device: str, limit: int | None, dataset: str | None = None):
+    from noisynn.engine import plugins
+    from noisynn.engine.training import load_data, load_for_evaluation, load_trained, resolve_device
 
-    return load_for_evaluation(checkpoint, data_dir=data_dir, device=device, limit=limit)
+    if dataset is None:
+        return load_for_evaluation(checkpoint, data_dir=data_dir, device=device, limit=limit)
+    dev = resolve_device(device)
+    model, meta = load_trained(checkpoint, device=dev)
+    return model, load_data(meta["model"], plugins.data_reference(dataset), "test", data_dir=data_dir, device=dev,
+                            limit=limit), meta
+
+
+def _noise(meta: dict, noise: str | None, params: list[str] | None, sweep_param: str | None):
+    """The inference noise family: --noise (with its parameters), else the training noise."""
+    from noisynn.engine import plugins
+
+    if noise is None and not params and sweep_param is None:
+        return plugins.noise_of(meta)
+    return plugins.resolve_noise(noise or meta["noise"], plugins.parse_params(params), sweep_param)
 
 
 @user_errors
@@ -102,7 +138,11 @@ def evaluate_command(
     sigma: str = typer.Option("0:1:0.1", "--sigma", help="sigma_val values: start:stop:step or a,b,c."),
     runs: str = typer.Option("40", "--runs", help="Noisy passes over the test set per point, or 'auto'."),
     target: float = typer.Option(0.05, "--target", help="With --runs auto: 95% CI half-width, percentage points."),
-    noise: str = typer.Option(None, "--noise", help="Noise kind at inference (default: the training kind)."),
+    noise: str = typer.Option(None, "--noise", help="Inference noise (default: the training noise): " + NOISE_HELP),
+    noise_param: list[str] = typer.Option(None, "--noise-param", help=NOISE_PARAM_HELP),
+    sweep_param: str = typer.Option(None, "--sweep-param", help=SWEEP_PARAM_HELP),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Test data (default: the checkpoint's): a name, "
+                                "a FILE.npz or pkg.module:function."),
     seed: int = typer.Option(0, "--seed"),
     limit: int = typer.Option(None, "--limit", help="Evaluate on the first N test samples only."),
     data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
@@ -113,11 +153,12 @@ def evaluate_command(
     from noisynn.engine.evaluation import evaluate_point
 
     sigmas, n_runs = _sigmas(sigma), _runs(runs)
-    model, test, meta = _load(checkpoint, data_dir, device, limit)
-    kind = noise or meta["noise"]
+    model, test, meta = _load(checkpoint, data_dir, device, limit, dataset)
+    family = _noise(meta, noise, noise_param, sweep_param)
+    kind = family.label
     rows = []
     for s in sigmas:
-        r = evaluate_point(model, test, kind, s, runs=n_runs, seed=seed, stream=(meta["sha256"],),
+        r = evaluate_point(model, test, family, s, runs=n_runs, seed=seed, stream=(meta["sha256"],),
                            target=target / 100)
         rows.append({"sigma_val": s, "accuracy": r.accuracy, "stderr": r.stderr, "n_runs": r.n_runs,
                      "seconds": r.seconds})
@@ -143,7 +184,11 @@ def vote_command(
     sigma: str = typer.Option("0.6,0.8,1.0", "--sigma", help="sigma_val values: start:stop:step or a,b,c."),
     votes: str = typer.Option("1:20", "--votes", help="K range, e.g. 1:20 (accuracy for every K up to the max)."),
     trials: int = typer.Option(1, "--trials", help="Independent voting trials per point (for a standard error)."),
-    noise: str = typer.Option(None, "--noise", help="Noise kind at inference (default: the training kind)."),
+    noise: str = typer.Option(None, "--noise", help="Inference noise (default: the training noise): " + NOISE_HELP),
+    noise_param: list[str] = typer.Option(None, "--noise-param", help=NOISE_PARAM_HELP),
+    sweep_param: str = typer.Option(None, "--sweep-param", help=SWEEP_PARAM_HELP),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Test data (default: the checkpoint's): a name, "
+                                "a FILE.npz or pkg.module:function."),
     seed: int = typer.Option(0, "--seed"),
     limit: int = typer.Option(None, "--limit", help="Use the first N test samples only."),
     data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
@@ -160,11 +205,12 @@ def vote_command(
     if not 1 <= lo <= hi:
         raise NoisynnError(f"--votes must satisfy 1 <= FIRST <= LAST, got {votes!r}")
     sigmas = _sigmas(sigma)
-    model, test, meta = _load(checkpoint, data_dir, device, limit)
-    kind = noise or meta["noise"]
+    model, test, meta = _load(checkpoint, data_dir, device, limit, dataset)
+    family = _noise(meta, noise, noise_param, sweep_param)
+    kind = family.label
     rows = []
     for s in sigmas:
-        acc, seconds = vote_curve(model, test, kind, s, hi, trials=trials, seed=seed, stream=(meta["sha256"],))
+        acc, seconds = vote_curve(model, test, family, s, hi, trials=trials, seed=seed, stream=(meta["sha256"],))
         for k in range(lo, hi + 1):
             mean, se = mean_stderr(acc[:, k - 1].tolist())
             rows.append({"sigma_val": s, "votes": k, "accuracy": mean, "stderr": se, "trials": trials})

@@ -23,12 +23,34 @@ def _executor(workers: int):
     return LocalExecutor() if workers == 1 else ProcessExecutor(workers)
 
 
+def _override(plan, model: str | None, dataset: str | None, noise: str | None, noise_param: list[str] | None,
+              sweep_param: str | None):
+    """The plan with its model, data or noise replaced by the user's (``--model`` ...)."""
+    import dataclasses
+
+    from noisynn.engine import plugins
+
+    if not (model or dataset or noise or noise_param or sweep_param):
+        return plan
+    train = dict(plan.train)
+    if noise or noise_param or sweep_param:
+        params = {} if noise else dict(train.get("noise_params") or {})  # a new class starts afresh
+        params.update(plugins.parse_params(noise_param))
+        family = plugins.resolve_noise(noise or plan.noise, params,
+                                       sweep_param or (None if noise else train.get("sweep_param")))
+        train.update(noise_params=family.params, sweep_param=family.param)
+    plan = dataclasses.replace(plan, model=model or plan.model, noise=noise or plan.noise, train=train,
+                               dataset=plugins.data_reference(dataset) if dataset else plan.dataset)
+    plan.train_spec(plan.sigma_train[0], 0)  # validates
+    return plan
+
+
 def _sweep(preset: str, profile: str, out: Path, seed: int, data_dir, device: str, workers: int,
-           as_json: bool) -> dict:
+           as_json: bool, overrides: tuple = (None,) * 5) -> dict:
     from noisynn.engine.presets import load_plan
     from noisynn.engine.sweep import run_sweep
 
-    plan = load_plan(preset, profile)
+    plan = _override(load_plan(preset, profile), *overrides)
     log = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
     t0 = time.perf_counter()
     summary = run_sweep(plan, out, seed=seed, data_dir=data_dir, device=device, executor=_executor(workers),
@@ -47,12 +69,25 @@ def sweep_command(
     out: Path = typer.Option(..., "--out", help="Run directory; re-running resumes it."),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(1, "--workers", help="Local worker processes (1: in this process)."),
+    model: str = typer.Option(None, "--model", help="Replace the preset's network: a name or pkg.module:factory."),
+    dataset: str = typer.Option(None, "--dataset", help="Replace its data: a name, a FILE.npz or pkg.module:function."),
+    noise: str = typer.Option(None, "--noise", help="Replace its noise: additive, multiplicative or "
+                              "pkg.module:Class (a noisynn.NoiseModel)."),
+    noise_param: list[str] = typer.Option(None, "--noise-param", help="KEY=VALUE: a fixed parameter of the noise "
+                                          "class (repeatable)."),
+    sweep_param: str = typer.Option(None, "--sweep-param", help="The noise parameter sigma_train and sigma_val set."),
     data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
-    """Train one model per sigma_train and evaluate the whole (sigma_train, sigma_val) grid."""
-    result = _sweep(preset, profile, out, seed, data_dir, device, workers, as_json)
+    """Train one model per sigma_train and evaluate the whole (sigma_train, sigma_val) grid.
+
+    A preset of your own may name your model (pkg.module:factory), data (FILE.npz,
+    pkg.module:function) and noise (pkg.module:Class, [noise_params]); or override a preset's
+    with --model, --dataset, --noise.
+    """
+    result = _sweep(preset, profile, out, seed, data_dir, device, workers, as_json,
+                    (model, dataset, noise, noise_param, sweep_param))
     if as_json:
         emit_json(result)
     else:

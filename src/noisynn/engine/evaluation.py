@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from noisynn import data as datasets
+from noisynn.engine.plugins import NoiseFamily, resolve_noise
 from noisynn.engine.seeding import generator
-from noisynn.noise import check_sigma, noise
+from noisynn.noise import NoiseModel, check_sigma
 from noisynn.repeat import repeat_forward
 
 __all__ = ["RUN_GROUP", "PointResult", "evaluate_point", "vote_curve", "majority_vote", "mean_stderr", "parse_sigmas", "parse_range"]
@@ -72,7 +73,7 @@ def _correct_per_run(model: nn.Module, test: datasets.Dataset, repeats: int, bat
 def evaluate_point(
     model: nn.Module,
     test: datasets.Dataset,
-    kind: str,
+    kind: str | NoiseModel | NoiseFamily,
     sigma_val: float,
     *,
     runs: int | str = 40,
@@ -87,21 +88,25 @@ def evaluate_point(
     Args:
         model: the network (put in ``eval()`` mode here: batch-norm uses running statistics).
         test: the test set (on the model's device).
-        kind, sigma_val: the inference noise.
+        kind, sigma_val: the inference noise: ``additive``/``multiplicative``, ``pkg.module:Class``,
+            a :class:`~noisynn.NoiseModel` or a :class:`~noisynn.engine.plugins.NoiseFamily`,
+            at ``sigma_val`` of its swept parameter.
         runs: number of runs, or ``"auto"``: add groups of :data:`RUN_GROUP` runs until
             the 95% confidence half-width of the mean accuracy falls below ``target``
             (a fraction: 0.0005 = 0.05 percentage points) or ``max_runs`` is reached.
-            At ``sigma_val = 0`` inference is deterministic and one run is exact.
+            Where the noise is clean (``sigma_val = 0`` for the papers' kinds) inference is
+            deterministic and one run is exact.
         seed, stream: identify the noise streams: ``(seed, *stream, sigma_val, group)``.
         batch_size: test samples per batch (times the group's runs per forward call).
     """
     sigma_val = check_sigma(sigma_val)
+    family = resolve_noise(kind)
     model.eval()
     auto = runs == "auto"
     if not auto and (not isinstance(runs, int) or runs < 1):
         raise ValueError(f"runs must be a positive integer or 'auto', got {runs!r}")
     wanted = max_runs if auto else runs
-    if sigma_val == 0.0:
+    if family.at(sigma_val).is_clean():
         wanted = 1
     device = test.x.device
     t0 = time.perf_counter()
@@ -110,7 +115,7 @@ def evaluate_point(
     while len(accs) < wanted:
         r = min(RUN_GROUP, wanted - len(accs))
         gen = generator(seed, *stream, float(sigma_val), group, device=device)
-        with noise(kind, sigma_val, generator=gen):
+        with family.at(sigma_val, generator=gen):
             correct = _correct_per_run(model, test, r, batch_size)
         accs += (correct.double() / len(test)).tolist()
         group += 1
@@ -125,7 +130,7 @@ def evaluate_point(
 def vote_curve(
     model: nn.Module,
     test: datasets.Dataset,
-    kind: str,
+    kind: str | NoiseModel | NoiseFamily,
     sigma_val: float,
     votes: int,
     *,
@@ -145,6 +150,7 @@ def vote_curve(
         ``(accuracy[trial, K - 1], seconds)``: a ``(trials, votes)`` float tensor.
     """
     sigma_val = check_sigma(sigma_val)
+    family = resolve_noise(kind)
     if votes < 1 or trials < 1:
         raise ValueError(f"votes and trials must be >= 1, got {votes} and {trials}")
     model.eval()
@@ -154,7 +160,7 @@ def vote_curve(
     for trial in range(trials):
         correct = torch.zeros(votes, dtype=torch.int64, device=device)
         gen = generator(seed, *stream, float(sigma_val), "vote", trial, device=device)
-        with noise(kind, sigma_val, generator=gen):
+        with family.at(sigma_val, generator=gen):
             for xb, yb in datasets.batches(test, batch_size, shuffle=False):
                 logits = repeat_forward(model, xb, votes, max_batch=MAX_BATCH)  # (K, B, C)
                 correct += (majority_vote(logits) == yb).sum(1)

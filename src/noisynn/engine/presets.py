@@ -31,17 +31,23 @@ attack             a transfer-attack sweep (paper 2, sec. 4): ``{eps, alpha, ste
 =================  =====================================================================
 
 The presets shipped with noisynn are listed by ``noisynn presets``; a user's own file
-is used by giving its path instead of a name.
+is used by giving its path instead of a name. Its ``model`` may be ``pkg.module:factory``
+(options in a ``[model_options]`` table), its ``dataset`` an ``.npz`` file (a relative path
+is relative to the preset) or ``pkg.module:function``, its ``noise`` ``pkg.module:Class``
+(fixed parameters in a ``[noise_params]`` table, the swept one named by ``sweep_param``,
+default ``sigma``); modules beside the preset file are importable.
 """
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from noisynn.engine.evaluation import parse_sigmas
+from noisynn.engine.plugins import is_import_reference
 from noisynn.engine.training import TrainSpec
 from noisynn.errors import NoisynnError
 
@@ -128,6 +134,20 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
     unknown = set(p) - _PROFILE_KEYS
     if unknown:
         raise PresetError(f"preset {path}: unknown keys {sorted(unknown)} in profile {profile!r}")
+    dataset = str(doc["dataset"])
+    if dataset.lower().endswith(".npz"):  # relative to the preset file
+        dataset = str((path.parent / dataset).resolve())
+    if any(is_import_reference(doc.get(k)) for k in ("model", "dataset", "noise")):
+        folder = str(path.parent.resolve())
+        if folder not in sys.path:
+            sys.path.append(folder)  # the user's modules beside the preset
+    for key in ("model_options", "noise_params"):
+        if key in doc:
+            if not isinstance(doc[key], dict):
+                raise PresetError(f"preset {path}: {key} must be a table")
+            p[key] = dict(doc[key])
+    if "sweep_param" in doc:
+        p["sweep_param"] = str(doc["sweep_param"])
     try:
         sigma_train = tuple(parse_sigmas(p.pop("sigma_train")))
         sigma_val = tuple(parse_sigmas(p.pop("sigma_val")))
@@ -140,7 +160,7 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
             raise ValueError(f"runs must be a positive integer or 'auto', got {runs!r}")
         plan = Plan(
             name=str(doc.get("name", path.stem)), title=str(doc.get("title", "")), profile=profile,
-            model=doc["model"], dataset=doc["dataset"], noise=doc["noise"],
+            model=doc["model"], dataset=dataset, noise=doc["noise"],
             sigma_train=sigma_train, sigma_val=sigma_val, runs=runs, target=float(p.pop("target", 0.0005)),
             votes=votes, vote_sigma_val=vote_sigma_val, vote_trials=int(p.pop("vote_trials", 1)),
             eval_limit=p.pop("eval_limit", None), vote_limit=p.pop("vote_limit", None),

@@ -14,6 +14,7 @@ checkpoint) and every finished point (the store): it is how a killed sweep resum
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from noisynn.engine import plugins
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, vote_curve
 from noisynn.engine.presets import Plan
 from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore, StoppingRow
@@ -53,7 +55,7 @@ class TrainTask:
         with ResultStore(Path(self.run_dir) / STORE) as store:
             def record(m: dict) -> None:
                 store.add_epoch(EpochRow(
-                    experiment=self.experiment, model=self.spec.model, noise=self.spec.noise,
+                    experiment=self.experiment, model=self.spec.model, noise=self.spec.family.label,
                     sigma_train=self.spec.sigma_train, seed=self.spec.seed, epoch=m["epoch"], batches=m["batches"],
                     train_loss=m["train_loss"], train_accuracy=m["train_accuracy"], val_loss=m["val_loss"],
                     val_accuracy=m["val_accuracy"], seconds=m["seconds"], checkpoint=m["checkpoint"],
@@ -62,7 +64,7 @@ class TrainTask:
 
             def curve(m: dict) -> None:
                 store.add_curve(CurveRow(
-                    experiment=self.experiment, model=self.spec.model, noise=self.spec.noise,
+                    experiment=self.experiment, model=self.spec.model, noise=self.spec.family.label,
                     sigma_train=self.spec.sigma_train, seed=self.spec.seed, batches=m["batches"], epoch=m["epoch"],
                     val_loss=m["val_loss"], val_accuracy=m["val_accuracy"],
                 ))
@@ -72,7 +74,7 @@ class TrainTask:
             if result.stopping:
                 es = result.stopping
                 store.set_stopping(StoppingRow(
-                    experiment=self.experiment, model=self.spec.model, noise=self.spec.noise,
+                    experiment=self.experiment, model=self.spec.model, noise=self.spec.family.label,
                     sigma_train=self.spec.sigma_train, seed=self.spec.seed, monitor=es["monitor"],
                     epochs_run=es["epochs_run"], best_epoch=es["best_epoch"], best_score=es["best_score"],
                     stopped=es["stopped"], checkpoint=result.sha256,
@@ -109,8 +111,8 @@ class EvalTask:
     eval_limit: int | None = None
 
     def key(self, meta: dict) -> PointKey:
-        return PointKey(self.experiment, meta["model"], meta["dataset"], meta["noise"], meta["sigma_train"],
-                        self.sigma_val, votes=1, kind="noisy", seed=self.seed)
+        return PointKey(self.experiment, meta["model"], meta["dataset"], plugins.noise_of(meta).label,
+                        meta["sigma_train"], self.sigma_val, votes=1, kind="noisy", seed=self.seed)
 
     def run(self) -> Point | None:
         model, test, meta = _load(self)
@@ -118,7 +120,7 @@ class EvalTask:
         with ResultStore(Path(self.run_dir) / STORE) as store:
             if store.has_point(key, meta["sha256"]):
                 return None
-            result = evaluate_point(model, test, meta["noise"], self.sigma_val, runs=self.runs, seed=self.seed,
+            result = evaluate_point(model, test, plugins.noise_of(meta), self.sigma_val, runs=self.runs, seed=self.seed,
                                     stream=(meta["sha256"],), target=self.target)
             point = Point(key, result.n_runs, result.accuracy, result.stderr, result.seconds, meta["sha256"],
                           result.accuracies)
@@ -143,12 +145,13 @@ class VoteTask:
 
     def run(self) -> list[Point]:
         model, test, meta = _load(self)
-        keys = [PointKey(self.experiment, meta["model"], meta["dataset"], meta["noise"], meta["sigma_train"],
+        family = plugins.noise_of(meta)
+        keys = [PointKey(self.experiment, meta["model"], meta["dataset"], family.label, meta["sigma_train"],
                          self.sigma_val, votes=k, kind="vote", seed=self.seed) for k in range(1, self.votes + 1)]
         with ResultStore(Path(self.run_dir) / STORE) as store:
             if all(store.has_point(k, meta["sha256"]) for k in keys):
                 return []
-            acc, seconds = vote_curve(model, test, meta["noise"], self.sigma_val, self.votes, trials=self.trials,
+            acc, seconds = vote_curve(model, test, family, self.sigma_val, self.votes, trials=self.trials,
                                       seed=self.seed, stream=(meta["sha256"],))
             points = []
             for k, key in enumerate(keys):
@@ -283,9 +286,12 @@ def run_sweep(
     """
     run_dir = Path(run_dir)
     executor = executor or LocalExecutor()
+    family = plan.train_spec(plan.sigma_train[0], seed).family
     with ResultStore(run_dir / STORE) as store:
         store.claim(experiment=plan.name, profile=plan.profile, seed=str(seed), model=plan.model,
                     dataset=plan.dataset, noise=plan.noise)
+        if not family.builtin:  # the noise column holds a label; its whole configuration is here
+            store.claim(noise_config=json.dumps(family.config(), sort_keys=True))
     log(f"{plan.name} ({plan.profile}): {len(plan.sigma_train)} models x {len(plan.sigma_val)} sigma_val, "
         f"{plan.runs} runs/point{f', voting up to K={plan.votes}' if plan.votes else ''} -> {run_dir}")
     summary = SweepSummary(run_dir)

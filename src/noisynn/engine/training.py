@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisynn import data as datasets
+from noisynn.engine import plugins
 from noisynn.engine.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from noisynn.engine.seeding import generator
 from noisynn.errors import CheckpointError, NoisynnError
 from noisynn.layers import set_noise
-from noisynn.models import MODELS, build_model
-from noisynn.noise import check_sigma, noise
+from noisynn.models import MODELS
+from noisynn.noise import check_sigma
 
 __all__ = ["TrainSpec", "TrainResult", "train", "load_data", "build_for_data", "load_trained", "load_for_evaluation",
            "resolve_device", "split_holdout", "best_path", "last_path"]
@@ -34,10 +35,13 @@ class TrainSpec:
     """Everything that defines a training run (and so its checkpoint).
 
     Attributes:
-        model: registry name (``noisynn models``).
-        dataset: data set name (``digits``, ``mnist``, ``mnist-strokes``, ``cifar10``).
-        noise: ``"additive"`` or ``"multiplicative"``.
-        sigma_train: the noise injected at every site during training (0: conventional).
+        model: registry name (``noisynn models``), ``pkg.module:factory`` or a ``local:``
+            reference (see :mod:`noisynn.engine.plugins`).
+        dataset: data set name (``digits``, ``mnist``, ``mnist-strokes``, ``cifar10``), the
+            path of an ``.npz``, ``pkg.module:function`` or a ``python:`` reference.
+        noise: ``"additive"``, ``"multiplicative"`` or ``pkg.module:Class`` (a ``NoiseModel``).
+        sigma_train: the noise injected at every site during training (0: conventional):
+            the value of the noise's swept parameter.
         epochs: passes over the training set.
         batch_size, optimizer, lr, momentum, weight_decay: the optimiser (``adam`` or
             ``sgd`` with momentum); the papers use Adam, batch 32, lr 1e-4 for the CNN and
@@ -61,6 +65,9 @@ class TrainSpec:
             held-out cross-entropy or accuracy) and ``min_delta`` (default 0: an
             improvement must exceed it). The checkpoint then ends up holding the best
             epoch's weights (see :func:`train`).
+        model_options: keyword arguments of the model factory (or registry network).
+        noise_params: fixed parameters of a noise class; ``sweep_param`` is the one
+            ``sigma_train`` sets (default ``sigma``, or the class's only required parameter).
     """
 
     model: str
@@ -80,13 +87,16 @@ class TrainSpec:
     data_options: dict = field(default_factory=dict)
     adversarial: dict = field(default_factory=dict)
     early_stopping: dict = field(default_factory=dict)
+    model_options: dict = field(default_factory=dict)
+    noise_params: dict = field(default_factory=dict)
+    sweep_param: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigma_train", check_sigma(self.sigma_train))
-        if self.model not in MODELS:
-            build_model(self.model)  # raises the one-line unknown-model error
-        if self.noise not in ("additive", "multiplicative"):
-            raise NoisynnError(f"unknown noise kind {self.noise!r}: use additive or multiplicative")
+        plugins.check_model_reference(self.model)  # the one-line unknown-model / bad-factory error
+        family = plugins.resolve_noise(self.noise, self.noise_params, self.sweep_param)
+        object.__setattr__(self, "noise_params", family.params)
+        object.__setattr__(self, "sweep_param", family.param)  # None: sigma, or the class's only parameter
         if self.optimizer not in OPTIMIZERS:
             raise NoisynnError(f"unknown optimizer {self.optimizer!r}: use adam or sgd")
         for name in ("epochs", "batch_size"):
@@ -107,13 +117,22 @@ class TrainSpec:
             d.pop("adversarial")  # natural training: same identity as before the field existed
         if not d["early_stopping"]:
             d.pop("early_stopping")  # a fixed epoch count: same identity as before the field existed
+        for name, default in {"model_options": {}, "noise_params": {}, "sweep_param": "sigma"}.items():
+            if d[name] == default:
+                d.pop(name)  # the papers' models and noise: same identity as before the field existed
         return json.loads(json.dumps(d, sort_keys=True))
+
+    @property
+    def family(self) -> plugins.NoiseFamily:
+        """The training noise, to be taken at ``sigma_train``."""
+        return plugins.NoiseFamily(self.noise, self.noise_params, self.sweep_param)
 
     @property
     def key(self) -> str:
         """A file-name-safe name: ``lstm-rows-additive-s0.50-seed0`` (``...-adv-seed0`` if adversarial)."""
         adv = "-adv" if self.adversarial else ""
-        return f"{self.model}-{self.noise}-s{self.sigma_train:.2f}{adv}-seed{self.seed}"
+        return (f"{plugins.model_label(self.model)}-{self.family.label}-s{self.sigma_train:.2f}{adv}"
+                f"-seed{self.seed}")
 
 
 # -- adversarial training hook (paper 2, sec. 4) ------------------------------------------
@@ -265,31 +284,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def _layout_for(model: str) -> str | None:
+    if model not in MODELS:
+        return None  # a user's model reads the data as it is
     shape = MODELS[model].input_shape
     return "rows" if len(shape) == 2 else "image"
 
 
 def load_data(model: str, dataset: str, split: str, *, data_dir=None, device=None, limit: int | None = None,
               allow_partial: bool = False, data_options: dict | None = None) -> datasets.Dataset:
-    """Load ``split`` of ``dataset`` shaped the way ``model`` reads it (rows or images)."""
+    """Load ``split`` of ``dataset`` (a name, an ``.npz``, ``pkg.module:function``...) shaped the way
+    ``model`` reads it (rows or images for the registry networks, as it is for a user's)."""
     layout = None if dataset == "mnist-strokes" else _layout_for(model)
-    ds = datasets.load(dataset, split, data_dir=data_dir, layout=layout, allow_partial=allow_partial,
-                       **(data_options or {}))
+    ds = plugins.resolve_data(dataset, split, data_dir=data_dir, layout=layout, allow_partial=allow_partial,
+                              options=data_options)
     if limit is not None and limit < len(ds):
         ds = dataclasses.replace(ds, x=ds.x[:limit], y=ds.y[:limit])
     return ds.to(device) if device is not None else ds
 
 
-def build_for_data(model: str, sample_shape: tuple[int, ...], noise_kind: str | None = None) -> nn.Module:
-    """Build ``model`` sized for samples of ``sample_shape`` (e.g. 8x8 digit rows)."""
-    spec = MODELS[model]
-    options = {}
-    if tuple(sample_shape) != spec.input_shape:
-        if len(spec.input_shape) == 2 and len(sample_shape) == 2:  # recurrent: steps x features
-            options = {"steps": sample_shape[0], "input_size": sample_shape[1]}
-        elif len(spec.input_shape) == 3 and len(sample_shape) == 3 and sample_shape[1] == sample_shape[2]:
-            options = {"in_channels": sample_shape[0], "image_size": sample_shape[1]}
-    return build_model(model, noise_kind=noise_kind, **options)
+def build_for_data(model: str, sample_shape: tuple[int, ...], noise_kind: str | None = None, *,
+                   options: dict | None = None, factory=None) -> nn.Module:
+    """Build ``model`` (a registry name or a factory reference) sized for samples of ``sample_shape``."""
+    return plugins.resolve_model(model, tuple(sample_shape), options=options, noise_kind=noise_kind, factory=factory)
 
 
 def _optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
@@ -374,14 +390,16 @@ def train(
                           limit=spec.train_limit, allow_partial=spec.allow_partial, data_options=spec.data_options)
     train_ds, holdout_ds = split_holdout(spec, all_train)
     test_ds = _test_split(spec, data_dir, dev, all_train)
+    data_id = plugins.data_identity(spec.dataset)
     torch.manual_seed(spec.seed)
-    model = build_for_data(spec.model, tuple(train_ds.x.shape[1:]), spec.noise).to(dev)
+    model = build_for_data(spec.model, tuple(train_ds.x.shape[1:]), spec.noise, options=spec.model_options).to(dev)
     optimizer = _optimizer(spec, model)
     start, metrics, meta = 0, {}, {}
     es = _fresh_stopping(spec) if spec.early_stopping else None
     if checkpoint.exists():
         state = _resume_state(spec, checkpoint, dev)
         meta = state["meta"]
+        _check_data(checkpoint, meta, data_id)
         if es is not None:
             es = dict(meta.get("early_stopping") or es)
             if es["stopped"]:  # stopped early, or at a cap that was not raised: nothing more to train
@@ -399,7 +417,8 @@ def train(
             break
         t0 = time.perf_counter()
         model.train()
-        set_noise(model, noise(spec.noise, spec.sigma_train, generator=generator(spec.seed, spec.key, "noise", epoch, device=dev)))
+        set_noise(model, spec.family.at(spec.sigma_train, generator=generator(spec.seed, spec.key, "noise", epoch,
+                                                                              device=dev)))
         loader = datasets.batches(train_ds, spec.batch_size, generator=generator(spec.seed, spec.key, "order", epoch),
                                   augment=spec.augment)
         attack = _adversary(spec, model, train_ds, epoch, dev)
@@ -431,7 +450,9 @@ def train(
         }
         meta = {"model": spec.model, "dataset": spec.dataset, "noise": spec.noise, "sigma_train": spec.sigma_train,
                 "epoch": epoch, "epochs": spec.epochs, "seed": spec.seed, "metrics": metrics,
-                "spec": spec.identity(), "sample_shape": list(train_ds.x.shape[1:])}
+                "spec": spec.identity(), "sample_shape": list(train_ds.x.shape[1:]), **data_id}
+        if not spec.family.builtin:
+            meta["noise_config"] = spec.family.config()
         if es is not None:
             es = _after_epoch(spec, es, model, holdout_ds, metrics, epoch)
             meta["early_stopping"] = es
@@ -498,16 +519,34 @@ def _diff(old: dict | None, new: dict) -> str:
     return "; ".join(changed) or "unknown difference"
 
 
-def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def _check_data(checkpoint: Path, meta: dict, data_id: dict) -> None:
+    """Refuse data (an ``.npz``, Python data) that changed since ``checkpoint`` was trained on it."""
+    old, new = meta.get("data_sha256"), data_id.get("data_sha256")
+    if old is not None and new is not None and old != new:
+        raise CheckpointError(f"{meta.get('dataset')} changed since {checkpoint} was trained on it (SHA-256 "
+                              f"{old[:12]}... now {new[:12]}...): restore that data or use another --out directory")
+
+
+def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu", *,
+                 factory=None) -> tuple[nn.Module, dict]:
     """Rebuild the model stored in ``checkpoint``: ``(model in eval mode, metadata)``.
 
+    ``factory`` is the callable that built the model when the checkpoint names one that
+    cannot be imported (a lambda or local function, ``local:...``).
+
     Raises:
-        CheckpointError: missing/corrupt file, or weights that do not fit the model it names.
+        CheckpointError: missing/corrupt file, a model that cannot be rebuilt, or weights
+            that do not fit the model it names.
     """
     state = load_checkpoint(checkpoint, device=device)
     meta = state["meta"]
+    spec = meta.get("spec") or {}
     try:
-        model = build_for_data(meta["model"], tuple(meta["sample_shape"]), meta["noise"])
+        model = build_for_data(meta["model"], tuple(meta["sample_shape"]), meta["noise"],
+                               options=spec.get("model_options"), factory=factory)
+    except NoisynnError as exc:
+        raise CheckpointError(f"checkpoint {checkpoint}: {str(exc).splitlines()[0]}") from None
+    try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, NoisynnError) as exc:
         first = str(exc).splitlines()[0]
@@ -517,11 +556,16 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
 
 
 def load_for_evaluation(checkpoint: str | Path, *, data_dir=None, device: str | torch.device = "auto",
-                        limit: int | None = None) -> tuple[nn.Module, datasets.Dataset, dict]:
-    """A trained model (eval mode), the test split it is evaluated on, and its metadata."""
+                        limit: int | None = None, factory=None) -> tuple[nn.Module, datasets.Dataset, dict]:
+    """A trained model (eval mode), the test split it is evaluated on, and its metadata.
+
+    Raises:
+        CheckpointError: as :func:`load_trained`, or an ``.npz`` that changed since training.
+    """
     dev = resolve_device(device)
-    model, meta = load_trained(checkpoint, device=dev)
+    model, meta = load_trained(checkpoint, device=dev, factory=factory)
     spec = meta["spec"]
+    _check_data(Path(checkpoint), meta, plugins.data_identity(meta["dataset"]))
     test = load_data(meta["model"], meta["dataset"], "test", data_dir=data_dir, device=dev, limit=limit,
                      allow_partial=spec.get("allow_partial", False), data_options=spec.get("data_options") or {})
     return model, test, meta

@@ -159,7 +159,7 @@ def recurrent_states(model: nn.Module, x: torch.Tensor, kind: str | None = None,
     model.eval()
     hs, cs = [], []
     state = None
-    with noise(kind if sigma else None, sigma if sigma else None, generator=generator):
+    with _noise_at(kind, sigma, generator):
         for t in range(x.shape[1]):
             out, state = layer(x[:, t:t + 1], state)
             hs.append(out[:, 0].float().cpu())
@@ -169,6 +169,15 @@ def recurrent_states(model: nn.Module, x: torch.Tensor, kind: str | None = None,
     if cs:
         result["c"] = torch.stack(cs).numpy()
     return result
+
+
+def _noise_at(kind, sigma: float, generator: torch.Generator | None):
+    """The noise of ``kind`` (a name, ``pkg.module:Class`` or a noise family) at ``sigma``; clean at 0."""
+    if not sigma:
+        return noise(None)
+    from noisynn.engine.plugins import resolve_noise
+
+    return resolve_noise(kind).at(sigma, generator=generator)
 
 
 # -- softmax over noisy runs ---------------------------------------------------------------
@@ -199,7 +208,7 @@ def softmax_runs(model: nn.Module, x: torch.Tensor, kind: str | None, sigma: flo
     if x.dim() == len(getattr(model, "input_shape", x.shape[1:])):
         x = x.unsqueeze(0)
     out = []
-    with noise(kind if sigma else None, sigma if sigma else None, generator=generator):
+    with _noise_at(kind, sigma, generator):
         for start in range(0, runs, chunk):
             r = min(chunk, runs - start)
             logits = repeat_forward(model, x[:1], r)[:, 0]

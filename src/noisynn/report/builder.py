@@ -522,6 +522,7 @@ def _voting_section(votes: list[dict], w: _Writer, title: str, noise: str | None
 def _model_sections(ckpts, w, sections, notes, matched, grid, noise, title, data_dir, device, softmax_runs,
                     state_samples, say, models_html, expected, weight_cmp) -> int | None:
     """Weights, LSTM states and softmax runs from the checkpoints. Returns L (noisy layers)."""
+    from noisynn.engine.plugins import noise_of
     from noisynn.engine.seeding import generator
     from noisynn.engine.training import load_data, load_trained
 
@@ -536,6 +537,9 @@ def _model_sections(ckpts, w, sections, notes, matched, grid, noise, title, data
     if not models:
         return None
     any_model = next(iter(models.values()))[0]
+    family = noise_of(next(iter(models.values()))[1])
+    if not family.builtin:
+        noise = family  # a user's noise class, with its parameters
     layers = analysis.count_noisy_layers(any_model)
 
     # weights
