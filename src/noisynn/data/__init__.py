@@ -31,7 +31,7 @@ import torch
 from noisynn.data import cifar10, digits, mnist, strokes
 from noisynn.data.fetch import CheckResult
 from noisynn.data.loader import TensorLoader, random_crop_flip
-from noisynn.data.store import cache_dir, data_dir
+from noisynn.data.store import cache_dir, data_dir, verify_cache
 from noisynn.errors import DataError
 
 __all__ = [
@@ -262,6 +262,17 @@ def check(name: str | None = None, *, data_dir: str | Path | None = None) -> lis
     """Verify what is present: one :class:`CheckResult` per data set (or only ``name``).
 
     Status is ``"OK"``, ``"missing"``, ``"corrupt"`` or ``"partial"``; never raises for bad files.
+    The decoded caches (``$NOISYNN_CACHE_DIR/decoded/NAME``) are re-hashed too: one that no
+    longer matches the hash recorded when it was built makes the data set ``"corrupt"``.
     """
     names = DATASETS if name is None else (_check_name(name),)
-    return [digits.check() if n == "digits" else _MODULES[n].check(data_dir_for(n, data_dir)) for n in names]
+    results = []
+    for n in names:
+        result = digits.check() if n == "digits" else _MODULES[n].check(data_dir_for(n, data_dir))
+        problems = [] if n == "digits" else verify_cache(n)
+        if problems and result.status != "corrupt":  # the originals are fine, a decoded copy is not
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            result = dataclasses.replace(result, status="corrupt", detail=(
+                f"{problems[0]}{more}; the next load rebuilds it, or delete it"))
+        results.append(result)
+    return results
