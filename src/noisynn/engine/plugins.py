@@ -175,7 +175,7 @@ def resolve_model(model: str | Callable[..., nn.Module], sample_shape: tuple[int
             that takes ``input_shape``).
         options: keyword arguments of the factory (or the registry network).
         noise_kind: the training noise (only ``cnn6`` uses it).
-        factory: the callable to use for a ``local:`` reference (registers it).
+        factory: the callable behind a ``local:`` reference (a checkpoint's lambda or local function).
 
     A model with no noise site (plain torch) is converted with :func:`noisynn.convert`.
 
@@ -184,11 +184,8 @@ def resolve_model(model: str | Callable[..., nn.Module], sample_shape: tuple[int
             not take, or a result that is not a ``torch.nn.Module``.
     """
     options = dict(options or {})
-    if factory is not None:
-        ref = model_reference(factory)
-        if isinstance(model, str) and model.startswith("local:"):
-            _LOCAL_MODELS[model] = factory
-        model = ref if not isinstance(model, str) or model.startswith("local:") else model
+    if factory is not None and isinstance(model, str) and model.startswith("local:"):
+        _LOCAL_MODELS[model] = factory  # the callable a checkpoint's local: model was built by
     ref = model_reference(model)
     if ref in MODELS:
         return _registry_model(ref, tuple(sample_shape or MODELS[ref].input_shape), noise_kind, options)
