@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -33,6 +34,8 @@ def report_command(
         raise NoisynnError("--softmax-runs must be >= 0 and --state-samples >= 1")
     if not run_dir.is_dir():
         raise NoisynnError(f"{run_dir} is not a directory: give the --out directory of a sweep")
+    if out is None and not os.access(run_dir, os.W_OK):
+        raise NoisynnError(f"{run_dir} is read-only: give --out FOLDER for the report (the run is only read)")
     log = None if as_json else (lambda m: typer.echo(m, err=True))
     report = build_report(run_dir, out, data_dir=data_dir, device=str(resolve_device(device)),
                           softmax_runs=softmax_runs, state_samples=state_samples, model_figures=models, log=log)

@@ -117,7 +117,7 @@ def _store(run_dir: Path):
     path = run_dir / "results.sqlite"
     if not path.is_file():
         raise NoisynnError(f"{run_dir} has no results.sqlite: give the --out directory of a sweep")
-    return ResultStore(path)
+    return ResultStore(path, readonly=True)  # reading writes nothing: a read-only run directory works
 
 
 def _print_grid(run_dir: Path) -> None:

@@ -28,14 +28,28 @@ Schema (also in the README):
     sigma_train, seed, batches`` (mini-batches so far), ``epoch, val_loss,
     val_accuracy`` (clean, on the first ``curve_samples`` test samples)).
 ``meta``: ``key, value`` pairs: which experiment and profile own this directory.
+
+Opening: ``ResultStore(path)`` creates or migrates the file (WAL journal, so readers
+never wait for a writer); ``ResultStore(path, readonly=True)`` (what ``results`` and
+``report`` use) opens it with ``mode=ro`` and writes nothing at all, so a finished run
+directory on a read-only disk can be read. Every write is one ``BEGIN IMMEDIATE``
+transaction; a store locked by another process for longer than the busy timeout
+(``NOISYNN_STORE_TIMEOUT`` seconds, default 60), a file with corrupt pages and a schema
+lacking a column each raise a one-line :class:`StoreError` naming the file, what
+happened and what was kept. Adding a point that another process added meanwhile (two
+identical sweeps) keeps the first one: measuring twice never fails.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,7 +97,47 @@ CREATE TABLE IF NOT EXISTS curve (
 
 
 class StoreError(NoisynnError):
-    """The results database is unreadable or belongs to another experiment."""
+    """The results database is unreadable, locked, of another schema, or belongs to another experiment."""
+
+
+ENV_TIMEOUT = "NOISYNN_STORE_TIMEOUT"
+"""Environment variable: seconds to wait for a store locked by another process (default 60)."""
+MIGRATABLE = {"epochs": ("holdout_loss", "holdout_accuracy")}
+"""Columns newer than some stores on disk, added (NULL in old rows) when a store is opened for writing."""
+
+
+def _timeout() -> float:
+    try:
+        return max(0.0, float(os.environ.get(ENV_TIMEOUT, "60")))
+    except ValueError:
+        raise StoreError(f"{ENV_TIMEOUT}={os.environ[ENV_TIMEOUT]!r} is not a number of seconds") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _expected_columns() -> dict[str, list[str]]:
+    """Every table of :data:`SCHEMA` and its columns."""
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(SCHEMA)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    columns = {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
+    conn.close()
+    return columns
+
+
+def _sql_error(path: Path, exc: sqlite3.Error, timeout: float, writing: bool) -> StoreError:
+    """The one-line error for a failed SQLite operation: the file, what happened, what was kept."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    kept = ("nothing was written by this command; every point and epoch already in it is kept" if writing
+            else "nothing in it was changed")
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return StoreError(f"{path} is locked by another process for more than {timeout:g} s ({text}); {kept}: wait "
+                          f"for that process to finish (or stop it), or raise {ENV_TIMEOUT}, then run again")
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"{path} is read-only ({text}); {kept}: use a writable --out directory")
+    if "malformed" in text or "not a database" in text or "corrupt" in text or "disk I/O" in text:
+        return StoreError(f"{path} is corrupt ({text}); {kept}: move it away (or restore it) and run again; "
+                          f"the checkpoints in models/ are separate and intact")
+    return StoreError(f"{path}: {text}; {kept}")
 
 
 def _sigma(value: float) -> float:
@@ -186,33 +240,124 @@ class ResultStore:
     """Transactional access to ``results.sqlite``.
 
     Args:
-        path: the database file (created with its schema if missing).
+        path: the database file (created with its schema if missing, unless ``readonly``).
+        readonly: open with ``mode=ro``: no journal switch, no CREATE, no migration, no write
+            of any kind (a table missing from an old store reads as empty).
+        timeout: seconds to wait for a lock held by another process (default
+            ``$NOISYNN_STORE_TIMEOUT``, else 60).
 
     Raises:
-        StoreError: the file exists but is not a noisynn results database.
+        StoreError: the file is missing (``readonly``), not a results database, corrupt,
+            locked for longer than ``timeout``, or lacks a column of this version's schema.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False, timeout: float | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
+        self.timeout = _timeout() if timeout is None else float(timeout)
+        self._conn: sqlite3.Connection | None = None
         try:
-            self._conn = sqlite3.connect(self.path, timeout=60.0)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn = self._open()
             self._conn.execute("PRAGMA foreign_keys=ON")
-            with self._conn:
-                self._conn.executescript(SCHEMA)
-                self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is not a readable results database ({exc}); move it away or use another --out"
-            ) from None
+            self._check_schema()  # before anything is written: an old or foreign file stays as it is
+            if not readonly:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                with self._transaction():
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            self._conn.execute(statement)
+                    self._migrate()
+        except sqlite3.Error as exc:
+            self._close_quietly()
+            raise _sql_error(self.path, exc, self.timeout, not readonly) from None
+        except StoreError:
+            self._close_quietly()
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        if not self.readonly:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {self.path.parent} ({exc.strerror or exc}): use a writable --out "
+                                 f"directory") from None
+            return sqlite3.connect(self.path, timeout=self.timeout)
+        if not self.path.is_file():
+            raise StoreError(f"{self.path} not found: give the --out directory of a sweep")
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve()))
+        conn = None
+        try:
+            conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=self.timeout)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError as exc:
+            if conn is not None:
+                conn.close()
+            wal = Path(str(self.path) + "-wal")
+            if "unable to open" not in str(exc) or (wal.exists() and wal.stat().st_size > 0):
+                raise
+        # A WAL store in a folder we cannot write, with no -shm to share: nobody can be writing
+        # it, so it is read as an immutable file (no locks, no -shm).
+        return sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, timeout=self.timeout)
 
     def _migrate(self) -> None:
         """Add the columns newer than a store written by an older version (NULL in its old rows)."""
-        have = {row[1] for row in self._conn.execute("PRAGMA table_info(epochs)")}
-        for column in ("holdout_loss", "holdout_accuracy"):
-            if column not in have:
-                self._conn.execute(f"ALTER TABLE epochs ADD COLUMN {column} REAL")
+        for table, columns in MIGRATABLE.items():
+            have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column not in have:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} REAL")
+
+    def _check_schema(self) -> None:
+        """Refuse a store whose tables lack columns this version reads and writes (one line, nothing changed).
+
+        Tables and :data:`MIGRATABLE` columns that are missing are created afterwards when
+        writing; read-only, a missing table reads as empty (a TEMP table, in memory).
+        """
+        self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads page 1: "not a database"?
+        for table, expected in _expected_columns().items():
+            have = [row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")]
+            if not have:
+                if self.readonly:
+                    columns = SCHEMA.split(f"CREATE TABLE IF NOT EXISTS {table} ")[1].split(";")[0]
+                    self._conn.execute(f"CREATE TEMP TABLE {table} {columns}")  # in memory, not in the file
+                continue
+            missing = [c for c in expected if c not in have and c not in MIGRATABLE.get(table, ())]
+            if missing:
+                raise StoreError(
+                    f"{self.path} was written by another version of noisynn: table {table} lacks column(s) "
+                    f"{', '.join(missing)}; nothing in it was changed: move it away (or use another --out) to run "
+                    f"again, or read it with sqlite3")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` write transaction (the lock is taken up front: no check-then-insert race)."""
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only: nothing can be written to it")
+        try:
+            if not self._conn.in_transaction:
+                self._conn.execute("BEGIN IMMEDIATE")
+            yield self._conn
+            self._conn.commit()
+        except BaseException:
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.rollback()
+            raise
+
+    @contextlib.contextmanager
+    def _errors(self, writing: bool) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise _sql_error(self.path, exc, self.timeout, writing) from None
+
+    def _close_quietly(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
 
     def close(self) -> None:
         self._conn.close()
@@ -230,7 +375,7 @@ class ResultStore:
         Raises:
             StoreError: the store already holds another experiment under one of these keys.
         """
-        with self._conn:
+        with self._errors(True), self._transaction():
             for key, value in meta.items():
                 row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
                 if row is None:
@@ -241,7 +386,8 @@ class ResultStore:
                     )
 
     def meta(self) -> dict[str, str]:
-        return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        with self._errors(False):
+            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
 
     # -- points --------------------------------------------------------------------
     _WHERE = ("experiment=? AND model=? AND dataset=? AND noise=? AND sigma_train=? AND sigma_val=? "
@@ -258,26 +404,41 @@ class ResultStore:
         A point measured on other weights (the model was trained further since) is
         stale: it is deleted so that it is measured again.
         """
-        row = self._conn.execute(f"SELECT id, checkpoint FROM points WHERE {self._WHERE}", self._key_args(key)).fetchone()
+        with self._errors(False):
+            row = self._conn.execute(f"SELECT id, checkpoint FROM points WHERE {self._WHERE}",
+                                     self._key_args(key)).fetchone()
         if row is None:
             return False
         if checkpoint is not None and row[1] != checkpoint:
-            with self._conn:
-                self._conn.execute("DELETE FROM points WHERE id = ?", (row[0],))
+            with self._errors(True), self._transaction():
+                self._conn.execute("DELETE FROM points WHERE id = ? AND checkpoint != ?", (row[0], checkpoint))
             return False
         return True
 
     def replace_points(self, points: Iterable[Point]) -> None:
         """Write several points in one transaction, replacing any with the same keys."""
-        with self._conn:
+        with self._errors(True), self._transaction():
             for point in points:
                 self._conn.execute(f"DELETE FROM points WHERE {self._WHERE}", self._key_args(point.key))
                 self._insert(point)
 
-    def add_point(self, point: Point) -> None:
-        """Write one finished point and its runs in one transaction."""
-        with self._conn:
+    def add_point(self, point: Point) -> bool:
+        """Write one finished point and its runs in one transaction; False if it was there already.
+
+        Idempotent under concurrency: the check and the insert are one ``BEGIN IMMEDIATE``
+        transaction. A point with the same key measured on the same weights (another
+        process measured it meanwhile) is kept as it is; one measured on other weights
+        (stale) is replaced.
+        """
+        with self._errors(True), self._transaction():
+            row = self._conn.execute(f"SELECT id, checkpoint FROM points WHERE {self._WHERE}",
+                                     self._key_args(point.key)).fetchone()
+            if row is not None and row[1] == point.checkpoint:
+                return False
+            if row is not None:
+                self._conn.execute("DELETE FROM points WHERE id = ?", (row[0],))
             self._insert(point)
+        return True
 
     def _insert(self, point: Point) -> None:
         k = point.key.normalised()
@@ -308,8 +469,9 @@ class ResultStore:
         return self._dicts(sql, args)
 
     def run_accuracies(self, point_id: int) -> list[float]:
-        rows = self._conn.execute("SELECT accuracy FROM runs WHERE point_id = ? ORDER BY run", (point_id,))
-        return [r[0] for r in rows]
+        with self._errors(False):
+            rows = self._conn.execute("SELECT accuracy FROM runs WHERE point_id = ? ORDER BY run", (point_id,))
+            return [r[0] for r in rows]
 
     # -- epochs --------------------------------------------------------------------
     def add_epoch(self, row: EpochRow) -> None:
@@ -332,7 +494,7 @@ class ResultStore:
     def _upsert(self, table: str, row: EpochRow | CurveRow | StoppingRow) -> None:
         values = asdict(row)
         values["sigma_train"] = _sigma(values["sigma_train"])
-        with self._conn:
+        with self._errors(True), self._transaction():
             self._conn.execute(
                 f"INSERT OR REPLACE INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                 tuple(values.values()),
@@ -351,9 +513,10 @@ class ResultStore:
         )
 
     def _dicts(self, sql: str, args: Sequence) -> list[dict]:
-        cur = self._conn.execute(sql, args)
-        names = [c[0] for c in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        with self._errors(False):
+            cur = self._conn.execute(sql, args)
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
 def to_json(rows: Iterable[dict]) -> str:

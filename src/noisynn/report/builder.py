@@ -184,7 +184,7 @@ def build_report(
         raise ReportError(f"{run_dir} has no {STORE}: give the --out directory of a sweep")
     out = Path(out) if out is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    with ResultStore(run_dir / STORE) as store:
+    with ResultStore(run_dir / STORE, readonly=True) as store:  # writes nothing to the run directory
         meta = store.meta()
         all_points = store.points()
         all_epochs = store.epochs()
