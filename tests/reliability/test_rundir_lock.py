@@ -3,7 +3,6 @@ line naming the holder; a SIGKILLed holder leaves a stale lock that the next pro
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,13 +12,12 @@ import textwrap
 import pytest
 
 from noisynn.engine.atomic import HOST
-from noisynn.errors import NoisynnError
 from noisynn.engine.rundir_lock import LOCK_NAME, RunDirLock, RunDirLocked, holder, run_dir_lock
+from noisynn.errors import NoisynnError
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from noisynn.errors import NoisynnError
-from noisynn.engine.rundir_lock import RunDirLock
+    from noisynn.engine.rundir_lock import RunDirLock
     lock = RunDirLock(sys.argv[1], command="noisynn sweep held-by-test").acquire()
     print("locked", flush=True)
     time.sleep(120)
@@ -80,3 +78,34 @@ def test_an_unwritable_run_directory_is_one_line(tmp_path):
     with pytest.raises(NoisynnError) as exc:
         RunDirLock(blocker / "run").acquire()
     assert "\n" not in str(exc.value) and "use a writable --out" in str(exc.value)
+
+
+def _assert_refused(result: subprocess.CompletedProcess, pid: int) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert f"pid {pid}" in lines[0] and "in use by" in lines[0]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_train_and_sweep_refuse_a_directory_another_process_writes(tmp_path):
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "noisynn"]
+    train = [*cli, "train", "rnn-rows", "--dataset", "digits", "--epochs", "1", "--train-limit", "64",
+             "--out", str(run), "--device", "cpu"]
+    proc = _holder(run)
+    try:
+        _assert_refused(subprocess.run(train, capture_output=True, text=True, timeout=300), proc.pid)
+        _assert_refused(subprocess.run([*cli, "sweep", "demo", "--profile", "quick", "--out", str(run)],
+                                       capture_output=True, text=True, timeout=300), proc.pid)
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # refused before writing anything
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        done = subprocess.run(train, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert f"stale lock of pid {proc.pid}" in done.stderr
+        assert holder(run) is None  # released at the end
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)

@@ -67,6 +67,11 @@ def train_command(
                      augment=augment, allow_partial=allow_partial, noise_params=family.params,
                      sweep_param=family.param, model_options=plugins.parse_params(model_option, "--model-option"))
     checkpoint = out / "models" / f"{spec.key}.safetensors"
+    from noisynn.engine.rundir_lock import RunDirLock
+
+    lock = RunDirLock(out).acquire()  # one writer per --out (a second one is refused in one line)
+    if lock.stale is not None and not as_json:
+        typer.echo(f"note: took over the stale lock of pid {lock.stale.get('pid')} in {out}", err=True)
     store = ResultStore(out / "results.sqlite")
     store.claim(experiment="train", model=model, dataset=spec.dataset)
     noise = family.label
@@ -86,6 +91,7 @@ def train_command(
     result = train(spec, checkpoint, data_dir=data_dir, device=device, on_epoch=report,
                    progress=progress_enabled(as_json), curve_every=curve_every, on_curve=curve)
     store.close()
+    lock.release()  # (also released by the kernel if this process dies)
     if as_json:
         emit_json({"checkpoint": str(result.checkpoint), "sha256": result.sha256, "epochs_run": result.epochs_run,
                    "metrics": result.metrics})

@@ -79,7 +79,9 @@ def _cached(path: Path, make: Callable[[], torch.Tensor], meta: dict) -> torch.T
         return load_file(str(path))["x"]
     x = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    from noisynn.engine.atomic import unique_tmp
+
+    tmp = unique_tmp(path)  # two writers never share a temporary name
     save_file({"x": x.contiguous().cpu()}, str(tmp), metadata={"meta": json.dumps(meta, sort_keys=True)})
     tmp.replace(path)
     return x

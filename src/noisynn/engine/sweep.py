@@ -268,7 +268,23 @@ class SweepSummary:
     skipped: int = 0
 
 
-def run_sweep(
+def run_sweep(plan: Plan, run_dir: str | Path, **options) -> SweepSummary:
+    """Run (or resume) the whole grid of ``plan`` in ``run_dir``, holding its write lock throughout.
+
+    Options as :func:`_run_sweep` (``seed, data_dir, device, executor, progress, log``). Worker
+    processes of the executor write under this process's lock (they take none).
+
+    Raises:
+        RunDirLocked: another process is writing into ``run_dir`` (one line naming it).
+        StoreError: ``run_dir`` holds another experiment, profile or seed.
+    """
+    from noisynn.engine.rundir_lock import run_dir_lock
+
+    with run_dir_lock(run_dir, log=options.get("log", print)):
+        return _run_sweep(plan, run_dir, **options)
+
+
+def _run_sweep(
     plan: Plan,
     run_dir: str | Path,
     *,

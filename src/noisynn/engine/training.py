@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -233,11 +232,9 @@ def _finish_early_stopping(spec: TrainSpec, checkpoint: Path, model: nn.Module, 
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    import shutil
+    from noisynn.engine.atomic import atomic_copy
 
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    atomic_copy(src, dst)  # a unique temporary name: two writers never share one
 
 
 def _adversary(spec: TrainSpec, model: nn.Module, ds: datasets.Dataset, epoch: int, dev):
