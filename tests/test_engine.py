@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from noisynn.engine import (
     vote_curve,
 )
 from noisynn.engine.evaluation import majority_vote
+from noisynn.engine.sweep import LocalExecutor, schedule
 from noisynn.engine.training import load_data
 
 TINY_PRESET = """
@@ -261,7 +263,7 @@ def test_sigkill_mid_training_and_mid_evaluation_then_resume(tiny_preset, refere
     _kill_when(cmd, db, "epochs", 2)  # inside the training of the first model
     epochs_before = _count(db, "epochs")
     assert 2 <= epochs_before < 8
-    _kill_when(cmd, db, "points", 2)  # training done, in the middle of the evaluation
+    _kill_when(cmd, db, "points", 2)  # a model trained, in the middle of its evaluation
     with sqlite3.connect(db) as conn:
         before = conn.execute("SELECT id, created, accuracy FROM points").fetchall()
     assert 2 <= len(before) < 8
@@ -273,6 +275,77 @@ def test_sigkill_mid_training_and_mid_evaluation_then_resume(tiny_preset, refere
         assert after[row[0]] == row
     # the killed-and-resumed grid equals an uninterrupted one with the same seed (reproducibility)
     assert grid(run) == grid(reference_run)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A task that records that it ran (in a list shared with the test) and may fail."""
+
+    name: str
+    log: list = field(compare=False, hash=False)
+    fail: bool = False
+
+    def run(self) -> str:
+        self.log.append(self.name)
+        if self.fail:
+            raise noisynn.NoisynnError(f"{self.name} failed")
+        return self.name.upper()
+
+
+def test_schedule_measures_each_model_before_training_the_next():
+    log: list = []
+    chains = [[_Step(f"train{m}", log), *(_Step(f"eval{m}.{v}", log) for v in range(3))] for m in range(3)]
+    handled: list = []
+    results = schedule(LocalExecutor(), chains, progress=False, on_result=lambda t, r: handled.append(r))
+    assert log == [f"{kind}{m}{suffix}" for m in range(3)
+                   for kind, suffix in [("train", ""), ("eval", ".0"), ("eval", ".1"), ("eval", ".2")]]
+    assert results == [name.upper() for name in log] and handled == results
+
+
+def test_schedule_stops_at_the_first_failure_after_handling_what_finished():
+    log: list = []
+    chains = [[_Step("train0", log), _Step("eval0", log)], [_Step("train1", log, fail=True), _Step("eval1", log)],
+              [_Step("train2", log)]]
+    handled: list = []
+    with pytest.raises(noisynn.NoisynnError, match="train1 failed"):
+        schedule(LocalExecutor(), chains, progress=False, on_result=lambda t, r: handled.append(t.name))
+    assert log == ["train0", "eval0", "train1"] and handled == ["train0", "eval0"]
+
+
+def test_a_kept_store_resumes_without_checkpoints(tiny_preset, reference_run, tmp_path):
+    """A committed results.sqlite (checkpoints are never committed) is enough to go on from."""
+    import shutil
+
+    run = tmp_path / "kept"
+    run.mkdir()
+    shutil.copy(reference_run / "results.sqlite", run / "results.sqlite")
+    again = run_sweep(load_plan(tiny_preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
+    assert again.computed == 0 and again.skipped == 8
+    assert not (run / "models").exists() or not any((run / "models").iterdir())  # nothing was retrained
+    with sqlite3.connect(run / "results.sqlite") as conn:  # one point of the second model is missing
+        conn.execute("DELETE FROM points WHERE sigma_train = 0.8 AND sigma_val = 0.5 AND kind = 'noisy'")
+    again = run_sweep(load_plan(tiny_preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
+    assert again.computed == 1 and again.skipped == 7  # only that model is retrained, only that point measured
+    assert sorted(p.name for p in (run / "models").iterdir() if p.suffix == ".safetensors") == [
+        "lstm-rows-additive-s0.80-seed0.safetensors"]
+    assert grid(run) == grid(reference_run)  # the retrained model is the same model, to the bit
+
+
+def test_a_sweep_in_two_worker_processes_equals_the_one_in_this_process(tiny_preset, reference_run, tmp_path):
+    from noisynn.engine.sweep import ProcessExecutor
+
+    run = tmp_path / "workers"
+    summary = run_sweep(load_plan(tiny_preset, "quick"), run, device="cpu", progress=False, log=lambda m: None,
+                        executor=ProcessExecutor(2))
+    assert summary.computed == 8
+    threads = torch.get_num_threads()  # each of 2 workers on a 2-core machine runs 1 thread: compare like with like
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    try:
+        run_sweep(load_plan(tiny_preset, "quick"), tmp_path / "here", device="cpu", progress=False, log=lambda m: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert grid(run) == grid(tmp_path / "here")
+    assert [r[:4] for r in grid(run)] == [r[:4] for r in grid(reference_run)]
 
 
 MNIST_PRESET = """

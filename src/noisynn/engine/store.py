@@ -415,6 +415,13 @@ class ResultStore:
             return False
         return True
 
+    def point_checkpoint(self, key: PointKey) -> str | None:
+        """The weights' hash the point ``key`` was measured on, or None if it is not in the store."""
+        with self._errors(False):
+            row = self._conn.execute(f"SELECT checkpoint FROM points WHERE {self._WHERE}",
+                                     self._key_args(key)).fetchone()
+        return None if row is None else row[0]
+
     def replace_points(self, points: Iterable[Point]) -> None:
         """Write several points in one transaction, replacing any with the same keys."""
         with self._errors(True), self._transaction():

@@ -17,7 +17,7 @@ import functools
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -30,7 +30,8 @@ from noisynn.engine.presets import Plan
 from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore, StoppingRow
 from noisynn.engine.training import TrainSpec, load_for_evaluation, train
 
-__all__ = ["TrainTask", "EvalTask", "VoteTask", "AttackTask", "LocalExecutor", "ProcessExecutor", "run_sweep", "SweepSummary"]
+__all__ = ["TrainTask", "EvalTask", "VoteTask", "AttackTask", "LocalExecutor", "ProcessExecutor", "schedule", "run_sweep",
+           "SweepSummary"]
 
 STORE = "results.sqlite"
 
@@ -210,19 +211,32 @@ def _attack_tasks(plan: Plan, trains: list[TrainTask], run_dir: Path, seed: int,
 
 
 class LocalExecutor:
-    """Runs tasks one after another in this process."""
+    """Runs tasks one after another in this process.
+
+    The executor interface is small: ``slots`` (how many tasks may be in flight),
+    ``submit(task) -> concurrent.futures.Future`` and ``close()``. :func:`schedule`
+    does the rest (dependencies, priorities, progress), so another back end (Ray,
+    SLURM) is one class with these three members.
+    """
+
+    slots = 1
+
+    def submit(self, task) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(task.run())
+        except BaseException as exc:  # noqa: BLE001 - re-raised by future.result()
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            future.set_exception(exc)
+        return future
+
+    def close(self) -> None:
+        pass
 
     def map(self, tasks: Sequence, *, desc: str = "", progress: bool = True,
             on_result: Callable | None = None) -> list:
-        from tqdm.auto import tqdm
-
-        results = []
-        for task in tqdm(tasks, desc=desc, disable=not progress or len(tasks) < 2, unit="task"):
-            result = task.run()
-            if on_result is not None:
-                on_result(task, result)
-            results.append(result)
-        return results
+        return schedule(self, [[t] for t in tasks], desc=desc, progress=progress, on_result=on_result)
 
 
 def _worker_init(threads: int) -> None:
@@ -233,29 +247,98 @@ def _run(task):
     return task.run()
 
 
-class ProcessExecutor:
+class ProcessExecutor(LocalExecutor):
     """Runs tasks in ``workers`` local processes (spawned), splitting the CPU threads between them."""
 
     def __init__(self, workers: int = 2) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
+        self.slots = workers
+        self._pool: ProcessPoolExecutor | None = None
 
-    def map(self, tasks: Sequence, *, desc: str = "", progress: bool = True,
-            on_result: Callable | None = None) -> list:
-        from tqdm.auto import tqdm
+    def submit(self, task) -> Future:
+        if self._pool is None:
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                                             initargs=(threads,))
+        return self._pool.submit(_run, task)
 
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
-        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_worker_init,
-                                 initargs=(threads,)) as pool:
-            results = []
-            iterator = pool.map(_run, tasks)
-            for task, result in tqdm(zip(tasks, iterator), total=len(tasks), desc=desc,
-                                     disable=not progress or len(tasks) < 2, unit="task"):
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def schedule(executor, chains: Sequence[Sequence], *, desc: str = "", progress: bool = True,
+             on_result: Callable | None = None) -> list:
+    """Run chains of tasks: a chain's first task, then (once it has finished) the rest of it.
+
+    A chain is ``[head, *followers]``: the followers need the head's output on disk (a
+    trained model's evaluation points). A follower of a finished head is always started
+    before the next chain's head, so model k's points are measured while model k+1
+    trains (on a multi-slot executor) or right after it (on one slot): a sweep killed at
+    any moment has finished whole models, not eleven half-trained ones. At most
+    ``executor.slots`` tasks are in flight. ``on_result(task, result)`` runs in this
+    process as each task returns; the first task that raises stops the schedule
+    (queued tasks are not started) and its exception propagates, after every result
+    that had come back was handled.
+
+    Returns:
+        The results, in the order of the tasks in ``chains`` (flattened).
+    """
+    from collections import deque
+
+    from tqdm.auto import tqdm
+
+    order = {}
+    for ci, chain in enumerate(chains):
+        for ti, _ in enumerate(chain):
+            order[(ci, ti)] = len(order)
+    results: list = [None] * len(order)
+    heads = deque(ci for ci, chain in enumerate(chains) if chain)
+    followers: deque = deque()
+    running: dict[Future, tuple[int, int]] = {}
+    bar = tqdm(total=len(order), desc=desc, disable=not progress or len(order) < 2, unit="task")
+    try:
+        while heads or followers or running:
+            while len(running) < executor.slots and (followers or heads):
+                ci, ti = followers.popleft() if followers else (heads.popleft(), 0)
+                running[executor.submit(chains[ci][ti])] = (ci, ti)
+            pending = len(followers) + sum(len(chains[c]) for c in heads)
+            bar.set_postfix_str(f"running {len(running)}, pending {pending}", refresh=False)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            failure = None
+            for future in sorted(done, key=lambda f: order[running[f]]):
+                ci, ti = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - re-raised below, after the other results
+                    failure = failure or exc
+                    continue
+                results[order[(ci, ti)]] = result
+                bar.update(1)
                 if on_result is not None:
-                    on_result(task, result)
-                results.append(result)
-        return results
+                    on_result(chains[ci][ti], result)
+                if ti == 0:
+                    followers.extend((ci, k) for k in range(1, len(chains[ci])))
+            if failure is not None:
+                heads.clear()
+                followers.clear()
+                for future in list(running):
+                    future.cancel()
+                for future in list(running):
+                    try:
+                        result = future.result()
+                    except Exception:  # noqa: BLE001 - the first failure is the one reported
+                        continue
+                    ci, ti = running[future]
+                    if on_result is not None:
+                        on_result(chains[ci][ti], result)
+                raise failure
+    finally:
+        bar.close()
+    return results
 
 
 @dataclass
@@ -346,23 +429,67 @@ def _run_sweep(
                 log(f"{r['kind']:>18} {r['model']} sigma_val {r['sigma_val']:g}: {100 * r['accuracy']:.2f}%{err}")
         return summary
 
-    executor.map(trains, desc="training", progress=progress, on_result=trained)
     summary.checkpoints = {t.spec.sigma_train: str(t.checkpoint) for t in trains}
-
     common = dict(run_dir=str(run_dir), experiment=plan.name, seed=seed, data_dir=data_dir, device=device,
                   eval_limit=plan.eval_limit)
-    evals = [EvalTask(checkpoint=str(t.checkpoint), sigma_val=v, runs=plan.runs, target=plan.target, **common)
-             for t in trains for v in plan.sigma_val]
     vote_common = {**common, "eval_limit": plan.vote_limit or plan.eval_limit}
-    votes = [VoteTask(checkpoint=str(t.checkpoint), sigma_val=v, votes=plan.votes, trials=plan.vote_trials,
-                      **vote_common) for t in trains for v in plan.vote_sigma_val] if plan.votes else []
+    chains = []
+    for t in trains:
+        evals = [EvalTask(checkpoint=str(t.checkpoint), sigma_val=v, runs=plan.runs, target=plan.target, **common)
+                 for v in plan.sigma_val]
+        votes = [VoteTask(checkpoint=str(t.checkpoint), sigma_val=v, votes=plan.votes, trials=plan.vote_trials,
+                          **vote_common) for v in plan.vote_sigma_val] if plan.votes else []
+        if not t.checkpoint.exists() and _measured_without_checkpoint(plan, t, seed):
+            summary.skipped += len(evals) + len(votes)
+            log(f"{t.spec.key}: every point is in the store and the model is finished; its checkpoint is not here, "
+                "and no longer needed")
+            continue
+        chains.append([t, *evals, *votes])
 
-    def counted(task, result) -> None:
-        if result:
+    def done(task, result) -> None:
+        if isinstance(task, TrainTask):
+            trained(task, result)
+        elif result:
             summary.computed += 1
         else:
             summary.skipped += 1
 
-    executor.map(evals, desc="evaluating", progress=progress, on_result=counted)
-    executor.map(votes, desc="voting", progress=progress, on_result=counted)
+    try:
+        schedule(executor, chains, desc="sweep", progress=progress, on_result=done)
+    finally:
+        executor.close()
     return summary
+
+
+def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool:
+    """True when ``task``'s model finished training and every one of its points is in the store.
+
+    A run directory whose store was kept (say, committed) but whose checkpoints were not
+    can then be resumed without retraining models that need nothing more. The points
+    must all name one checkpoint hash, and that hash must be the finished model's (the
+    stopping row of an early-stopped run, else the epoch row of the last planned epoch).
+    """
+    spec = task.spec
+    label = spec.family.label
+    keys = [PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, votes=1, kind="noisy", seed=seed)
+            for v in plan.sigma_val]
+    if plan.votes:
+        keys += [PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, votes=k, kind="vote",
+                          seed=seed) for v in plan.vote_sigma_val for k in range(1, plan.votes + 1)]
+    path = Path(task.run_dir) / STORE
+    if not path.exists():
+        return False
+    with ResultStore(path) as store:
+        hashes = {store.point_checkpoint(k) for k in keys}
+        if len(hashes) != 1 or None in hashes:
+            return False
+        sha = hashes.pop()
+        sigma = round(spec.sigma_train, 9)
+        stops = [r for r in store.stopping(plan.name) if r["sigma_train"] == sigma and r["model"] == spec.model
+                 and r["noise"] == label and r["seed"] == seed]
+        if stops:
+            return stops[-1]["checkpoint"] == sha
+        epochs = plan.train.get("epochs")
+        return any(e["checkpoint"] == sha and e["epoch"] == epochs for e in store.epochs(plan.name)
+                   if e["sigma_train"] == sigma and e["model"] == spec.model and e["noise"] == label
+                   and e["seed"] == seed)
