@@ -39,7 +39,7 @@ from torch import nn
 from noisynn.engine import plugins
 from noisynn.engine.checkpoint import weights_sha256
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, parse_sigmas, vote_curve
-from noisynn.engine.store import Point, PointKey, ResultStore
+from noisynn.engine.store import Point, PointKey, ResultStore, measurement
 from noisynn.errors import NoisynnError
 
 __all__ = ["Table", "evaluate", "vote", "sweep"]
@@ -197,6 +197,12 @@ def _stored(store: ResultStore, key: PointKey) -> dict | None:
     return None
 
 
+def _warn_stale(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
+
+
 def _row(key: PointKey, n_runs: int, accuracy: float, stderr: float, seconds: float, sha: str) -> dict:
     k = key.normalised()
     return {"experiment": k.experiment, "model": k.model, "dataset": k.dataset, "noise": k.noise, "kind": k.kind,
@@ -247,17 +253,20 @@ def evaluate(
     family = _noise(noise, noise_params, sweep_param, subject)
     store = _open(out, experiment, family)
     rows = []
+    how = measurement(subject.test, runs=runs, target=target if runs == "auto" else None, limit=limit,
+                      noise=family.config()) if store is not None else ""
     try:
         for s in sv:
             key = PointKey(experiment, subject.label, subject.dataset, family.label, subject.sigma_train, s,
                            votes=1, kind="noisy", seed=seed)
-            if store is not None and store.has_point(key, subject.sha256):
+            if store is not None and store.has_point(key, subject.sha256, how, on_stale=_warn_stale):
                 rows.append(_stored(store, key))
                 continue
             r = evaluate_point(subject.model, subject.test, family, s, runs=runs, seed=seed, stream=(subject.sha256,),
                                batch_size=batch_size, target=target)
             if store is not None:
-                store.add_point(Point(key, r.n_runs, r.accuracy, r.stderr, r.seconds, subject.sha256, r.accuracies))
+                store.add_point(Point(key, r.n_runs, r.accuracy, r.stderr, r.seconds, subject.sha256, r.accuracies,
+                                      how))
             rows.append(_row(key, r.n_runs, r.accuracy, r.stderr, r.seconds, subject.sha256))
     finally:
         if store is not None:
@@ -301,11 +310,14 @@ def vote(
     family = _noise(noise, noise_params, sweep_param, subject)
     store = _open(out, experiment, family)
     rows = []
+    how = measurement(subject.test, votes=votes, trials=trials, limit=limit, noise=family.config()) \
+        if store is not None else ""
     try:
         for s in sv:
             keys = [PointKey(experiment, subject.label, subject.dataset, family.label, subject.sigma_train, s,
                              votes=k, kind="vote", seed=seed) for k in range(1, votes + 1)]
-            if store is not None and all(store.has_point(k, subject.sha256) for k in keys):
+            if store is not None and all([store.has_point(k, subject.sha256, how, on_stale=_warn_stale)
+                                          for k in keys]):
                 rows += [_stored(store, k) for k in keys]
                 continue
             acc, seconds = vote_curve(subject.model, subject.test, family, s, votes, trials=trials, seed=seed,
@@ -314,7 +326,7 @@ def vote(
             for k, key in enumerate(keys):
                 runs = tuple(acc[:, k].tolist())
                 mean, se = mean_stderr(runs)
-                points.append(Point(key, len(runs), mean, se, seconds / votes, subject.sha256, runs))
+                points.append(Point(key, len(runs), mean, se, seconds / votes, subject.sha256, runs, how))
                 rows.append(_row(key, len(runs), mean, se, seconds / votes, subject.sha256))
             if store is not None:
                 store.replace_points(points)

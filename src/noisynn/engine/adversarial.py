@@ -38,7 +38,7 @@ from noisynn import data as datasets
 from noisynn.attacks import CIFAR10_SETTINGS, MNIST_SETTINGS, PGD
 from noisynn.engine.evaluation import evaluate_point
 from noisynn.engine.seeding import generator
-from noisynn.engine.store import Point, PointKey, ResultStore
+from noisynn.engine.store import Point, PointKey, ResultStore, measurement
 from noisynn.engine.training import load_data, load_trained, resolve_device
 from noisynn.errors import NoisynnError
 from noisynn.noise import check_sigma, clean, noise
@@ -168,9 +168,12 @@ def run_transfer(
 
     def measure(store: ResultStore, kind: str, s: float, model, ds, meta, n_runs: int, stream: tuple) -> None:
         k = key(kind, s, meta)
-        if not store.has_point(k, meta["sha256"]):
+        # the natural test data by its content; attacked samples by the tags of their making (source, settings, seed)
+        how = measurement(ds if kind == "noisy" else None, runs=n_runs, stream=list(stream), noise=noise_kind,
+                          samples=len(ds))
+        if not store.has_point(k, meta["sha256"], how, on_stale=log):
             r = evaluate_point(model, ds, noise_kind, s, runs=n_runs, seed=seed, stream=(meta["sha256"], *stream))
-            store.add_point(Point(k, r.n_runs, r.accuracy, r.stderr, r.seconds, meta["sha256"], r.accuracies))
+            store.add_point(Point(k, r.n_runs, r.accuracy, r.stderr, r.seconds, meta["sha256"], r.accuracies, how))
         row = next(p for p in store.points(kind=kind, experiment=experiment)
                    if p["model"] == meta["model"] and abs(p["sigma_val"] - round(s, 9)) < 1e-12
                    and p["seed"] == seed)
@@ -199,17 +202,18 @@ def run_transfer(
         if eot:
             sub = test if eot_limit is None or eot_limit >= len(test) else dataclasses.replace(
                 test, x=test.x[:eot_limit], y=test.y[:eot_limit])
+            tag_eot = _digest(tmeta["sha256"], eot_settings, eot, len(sub), seed)
             for s in sigmas:
                 k = key("adversarial-eot", s, tmeta)
-                if store.has_point(k, tmeta["sha256"]):
-                    measure(store, "adversarial-eot", s, tgt, sub, tmeta, runs, ())
+                how = measurement(None, runs=runs, stream=["eot", tag_eot], noise=noise_kind, samples=len(sub))
+                if store.has_point(k, tmeta["sha256"], how, on_stale=log):
+                    measure(store, "adversarial-eot", s, tgt, sub, tmeta, runs, ("eot", tag_eot))
                     continue
                 t0 = time.perf_counter()
                 gen = generator(seed, tmeta["sha256"], "eot", float(s), device=dev)
                 with noise(noise_kind, s, generator=gen):
                     x_eot = make_adversarial(tgt, sub, eot_settings, generator_=gen, eot=eot if s > 0 else 1)
                 log(f"  EOT-PGD (K={eot}) on the target at sigma_val {s:g}: {time.perf_counter() - t0:.0f} s")
-                tag_eot = _digest(tmeta["sha256"], eot_settings, eot, len(sub), seed)
                 measure(store, "adversarial-eot", s, tgt, dataclasses.replace(sub, x=x_eot), tmeta, runs,
                         ("eot", tag_eot))
     return TransferReport(rows, time.perf_counter() - t_start)

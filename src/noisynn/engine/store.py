@@ -12,7 +12,11 @@ Schema (also in the README):
     the whole test set), ``seed``, ``accuracy`` (mean over runs, in [0, 1]),
     ``stderr`` (standard error of that mean), ``seconds``, ``checkpoint`` (SHA-256 of
     the evaluated weights), ``kind`` (``noisy`` | ``vote`` | ``adversarial``...),
-    ``created``.
+    ``created``, ``measurement`` (canonical JSON of how it was measured: runs, target,
+    limit, trials, the noise configuration and the SHA-256 of the test data; a point is
+    reused only when its weights *and* its measurement match, else it is measured again
+    with a message saying what changed; NULL in rows of older versions, which are
+    therefore measured again).
 ``runs``: the accuracy of every single run of a point (``point_id, run, accuracy``).
 ``epochs``: learning curves, one row per finished training epoch
     (``experiment, model, noise, sigma_train, seed, epoch, batches, train_loss,
@@ -44,18 +48,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from noisynn.errors import NoisynnError
 
-__all__ = ["ResultStore", "PointKey", "Point", "EpochRow", "CurveRow", "StoppingRow", "StoreError"]
+__all__ = ["ResultStore", "PointKey", "Point", "measurement", "EpochRow", "CurveRow", "StoppingRow", "StoreError"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,7 +70,7 @@ CREATE TABLE IF NOT EXISTS points (
     sigma_train REAL NOT NULL, sigma_val REAL NOT NULL, votes INTEGER NOT NULL,
     kind TEXT NOT NULL, seed INTEGER NOT NULL,
     n_runs INTEGER NOT NULL, accuracy REAL NOT NULL, stderr REAL NOT NULL,
-    seconds REAL NOT NULL, checkpoint TEXT NOT NULL, created REAL NOT NULL,
+    seconds REAL NOT NULL, checkpoint TEXT NOT NULL, created REAL NOT NULL, measurement TEXT,
     UNIQUE (experiment, model, dataset, noise, sigma_train, sigma_val, votes, kind, seed)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -102,7 +107,7 @@ class StoreError(NoisynnError):
 
 ENV_TIMEOUT = "NOISYNN_STORE_TIMEOUT"
 """Environment variable: seconds to wait for a store locked by another process (default 60)."""
-MIGRATABLE = {"epochs": ("holdout_loss", "holdout_accuracy")}
+MIGRATABLE = {"epochs": ("holdout_loss", "holdout_accuracy"), "points": ("measurement",)}
 """Columns newer than some stores on disk, added (NULL in old rows) when a store is opened for writing."""
 
 
@@ -145,6 +150,36 @@ def _sigma(value: float) -> float:
     return round(float(value), 9)
 
 
+def measurement(test=None, **settings) -> str:
+    """Everything that defines how a point was measured, as canonical JSON: its identity beside the key.
+
+    ``settings`` are the protocol (``runs``, ``target``, ``limit``, ``trials``, the noise
+    model's configuration ...); ``test`` is the evaluated split itself (an object with
+    tensors ``x`` and ``y``), recorded by the SHA-256 of its content, so a point measured
+    on other data (a changed file, another limit, a partial copy) is never reused.
+    """
+    if test is not None:
+        import torch
+
+        digest = hashlib.sha256()
+        for tensor in (test.x, test.y):
+            t = tensor.detach().contiguous().cpu()
+            digest.update(str((tuple(t.shape), str(t.dtype))).encode())
+            digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        settings["test_sha256"] = digest.hexdigest()
+    return json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _differences(old: str | None, new: str) -> str:
+    """What differs between two :func:`measurement` strings, for a message."""
+    if not old:
+        return "it was measured by an older noisynn that did not record how"
+    a, b = json.loads(old), json.loads(new)
+    changed = [f"{k} {a.get(k)!r} -> {b.get(k)!r}" if k != "test_sha256" else "the test data changed"
+               for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(changed) or "its record differs"
+
+
 @dataclass(frozen=True)
 class PointKey:
     """What identifies a grid point."""
@@ -175,6 +210,10 @@ class Point:
     seconds: float
     checkpoint: str
     run_accuracies: tuple[float, ...] = ()
+    measurement: str = ""
+    """How the point was measured (:func:`measurement`): a point is reused only when this matches."""
+    notes: tuple[str, ...] = ()
+    """Why an older point of this key was measured again (for the log; not stored)."""
 
     def as_row(self) -> dict:
         row = asdict(self.key)
@@ -306,7 +345,8 @@ class ResultStore:
             have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
             for column in columns:
                 if column not in have:
-                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} REAL")
+                    kind = "TEXT" if column == "measurement" else "REAL"
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _check_schema(self) -> None:
         """Refuse a store whose tables lack columns this version reads and writes (one line, nothing changed).
@@ -398,29 +438,40 @@ class ResultStore:
         k = key.normalised()
         return (k.experiment, k.model, k.dataset, k.noise, k.sigma_train, k.sigma_val, k.votes, k.kind, k.seed)
 
-    def has_point(self, key: PointKey, checkpoint: str | None = None) -> bool:
-        """True if the point is done (with these weights, when ``checkpoint`` is given).
+    def has_point(self, key: PointKey, checkpoint: str | None = None, measurement: str | None = None,
+                  on_stale: Callable[[str], None] | None = None) -> bool:
+        """True if the point is done (with these weights and this measurement, when given).
 
-        A point measured on other weights (the model was trained further since) is
-        stale: it is deleted so that it is measured again.
+        A point measured on other weights (the model was trained further since), or in
+        another way (other runs, limit, test data or noise configuration: ``measurement``),
+        is stale: it is deleted so that it is measured again, and ``on_stale`` is told why.
         """
         with self._errors(False):
-            row = self._conn.execute(f"SELECT id, checkpoint FROM points WHERE {self._WHERE}",
+            row = self._conn.execute(f"SELECT id, checkpoint, measurement FROM points WHERE {self._WHERE}",
                                      self._key_args(key)).fetchone()
         if row is None:
             return False
+        reason = None
         if checkpoint is not None and row[1] != checkpoint:
-            with self._errors(True), self._transaction():
-                self._conn.execute("DELETE FROM points WHERE id = ? AND checkpoint != ?", (row[0], checkpoint))
-            return False
-        return True
+            reason = "it was measured on other weights"
+        elif measurement is not None and row[2] != measurement:
+            reason = _differences(row[2], measurement)
+        if reason is None:
+            return True
+        with self._errors(True), self._transaction():
+            self._conn.execute("DELETE FROM points WHERE id = ?", (row[0],))
+        if on_stale is not None:
+            k = key.normalised()
+            on_stale(f"{k.experiment} {k.kind} point sigma_train {k.sigma_train:g}, sigma_val {k.sigma_val:g}"
+                     f"{f', K={k.votes}' if k.kind == 'vote' else ''}: {reason}; measured again")
+        return False
 
-    def point_checkpoint(self, key: PointKey) -> str | None:
-        """The weights' hash the point ``key`` was measured on, or None if it is not in the store."""
+    def point_record(self, key: PointKey) -> tuple[str, str | None] | None:
+        """``(checkpoint, measurement)`` of the point ``key``, or None if it is not in the store."""
         with self._errors(False):
-            row = self._conn.execute(f"SELECT checkpoint FROM points WHERE {self._WHERE}",
+            row = self._conn.execute(f"SELECT checkpoint, measurement FROM points WHERE {self._WHERE}",
                                      self._key_args(key)).fetchone()
-        return None if row is None else row[0]
+        return None if row is None else (row[0], row[1])
 
     def replace_points(self, points: Iterable[Point]) -> None:
         """Write several points in one transaction, replacing any with the same keys."""
@@ -438,9 +489,9 @@ class ResultStore:
         (stale) is replaced.
         """
         with self._errors(True), self._transaction():
-            row = self._conn.execute(f"SELECT id, checkpoint FROM points WHERE {self._WHERE}",
+            row = self._conn.execute(f"SELECT id, checkpoint, measurement FROM points WHERE {self._WHERE}",
                                      self._key_args(point.key)).fetchone()
-            if row is not None and row[1] == point.checkpoint:
+            if row is not None and row[1] == point.checkpoint and (row[2] or "") == point.measurement:
                 return False
             if row is not None:
                 self._conn.execute("DELETE FROM points WHERE id = ?", (row[0],))
@@ -451,9 +502,10 @@ class ResultStore:
         k = point.key.normalised()
         cur = self._conn.execute(
             "INSERT INTO points (experiment, model, dataset, noise, sigma_train, sigma_val, votes, kind, seed, "
-            "n_runs, accuracy, stderr, seconds, checkpoint, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "n_runs, accuracy, stderr, seconds, checkpoint, created, measurement) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (k.experiment, k.model, k.dataset, k.noise, k.sigma_train, k.sigma_val, k.votes, k.kind, k.seed,
-             point.n_runs, point.accuracy, point.stderr, point.seconds, point.checkpoint, time.time()),
+             point.n_runs, point.accuracy, point.stderr, point.seconds, point.checkpoint, time.time(),
+             point.measurement or None),
         )
         self._conn.executemany(
             "INSERT INTO runs VALUES (?, ?, ?)",

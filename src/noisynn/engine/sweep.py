@@ -27,8 +27,8 @@ import torch
 from noisynn.engine import plugins
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, vote_curve
 from noisynn.engine.presets import Plan
-from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore, StoppingRow
-from noisynn.engine.training import TrainSpec, load_for_evaluation, train
+from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore, StoppingRow, measurement
+from noisynn.engine.training import TrainSpec, load_data, load_for_evaluation, train
 
 __all__ = ["TrainTask", "EvalTask", "VoteTask", "AttackTask", "LocalExecutor", "ProcessExecutor", "schedule", "run_sweep",
            "SweepSummary"]
@@ -115,16 +115,26 @@ class EvalTask:
         return PointKey(self.experiment, meta["model"], meta["dataset"], plugins.noise_of(meta).label,
                         meta["sigma_train"], self.sigma_val, votes=1, kind="noisy", seed=self.seed)
 
+    def measurement(self, test, meta: dict) -> str:
+        return measurement(test, runs=self.runs, target=self.target if self.runs == "auto" else None,
+                           limit=self.eval_limit, noise=plugins.noise_of(meta).config())
+
     def run(self) -> Point | None:
+        """The new point, or None when the store has it (same weights, same measurement).
+
+        A stale point's reason is in the returned point's ``notes``.
+        """
         model, test, meta = _load(self)
         key = self.key(meta)
+        how = self.measurement(test, meta)
+        notes: list[str] = []
         with ResultStore(Path(self.run_dir) / STORE) as store:
-            if store.has_point(key, meta["sha256"]):
+            if store.has_point(key, meta["sha256"], how, on_stale=notes.append):
                 return None
             result = evaluate_point(model, test, plugins.noise_of(meta), self.sigma_val, runs=self.runs, seed=self.seed,
                                     stream=(meta["sha256"],), target=self.target)
             point = Point(key, result.n_runs, result.accuracy, result.stderr, result.seconds, meta["sha256"],
-                          result.accuracies)
+                          result.accuracies, how, tuple(notes))
             store.add_point(point)
         return point
 
@@ -149,8 +159,10 @@ class VoteTask:
         family = plugins.noise_of(meta)
         keys = [PointKey(self.experiment, meta["model"], meta["dataset"], family.label, meta["sigma_train"],
                          self.sigma_val, votes=k, kind="vote", seed=self.seed) for k in range(1, self.votes + 1)]
+        how = measurement(test, votes=self.votes, trials=self.trials, limit=self.eval_limit, noise=family.config())
+        notes: list[str] = []
         with ResultStore(Path(self.run_dir) / STORE) as store:
-            if all(store.has_point(k, meta["sha256"]) for k in keys):
+            if all([store.has_point(k, meta["sha256"], how, on_stale=notes.append) for k in keys]):
                 return []
             acc, seconds = vote_curve(model, test, family, self.sigma_val, self.votes, trials=self.trials,
                                       seed=self.seed, stream=(meta["sha256"],))
@@ -158,7 +170,8 @@ class VoteTask:
             for k, key in enumerate(keys):
                 runs = tuple(acc[:, k].tolist())
                 mean, se = mean_stderr(runs)
-                points.append(Point(key, len(runs), mean, se, seconds / self.votes, meta["sha256"], runs))
+                points.append(Point(key, len(runs), mean, se, seconds / self.votes, meta["sha256"], runs, how,
+                                    tuple(notes[:1]) if k == 0 else ()))
             store.replace_points(points)
         return points
 
@@ -449,7 +462,11 @@ def _run_sweep(
     def done(task, result) -> None:
         if isinstance(task, TrainTask):
             trained(task, result)
-        elif result:
+            return
+        for point in (result if isinstance(result, list) else [result] if result else []):
+            for note in point.notes:
+                log(note)
+        if result:
             summary.computed += 1
         else:
             summary.skipped += 1
@@ -466,22 +483,38 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
 
     A run directory whose store was kept (say, committed) but whose checkpoints were not
     can then be resumed without retraining models that need nothing more. The points
-    must all name one checkpoint hash, and that hash must be the finished model's (the
-    stopping row of an early-stopped run, else the epoch row of the last planned epoch).
+    must all name one checkpoint hash, that hash must be the finished model's (the
+    stopping row of an early-stopped run, else the epoch row of the last planned epoch),
+    and each must have been measured as this plan would measure it (runs, limits, noise,
+    the test data's content).
     """
     spec = task.spec
-    label = spec.family.label
-    keys = [PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, votes=1, kind="noisy", seed=seed)
-            for v in plan.sigma_val]
-    if plan.votes:
-        keys += [PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, votes=k, kind="vote",
-                          seed=seed) for v in plan.vote_sigma_val for k in range(1, plan.votes + 1)]
     path = Path(task.run_dir) / STORE
     if not path.exists():
         return False
+    label = spec.family.label
+    wanted: dict[PointKey, str] = {}
+    test = load_data(spec.model, plan.dataset, "test", data_dir=task.data_dir, limit=plan.eval_limit,
+                     allow_partial=spec.allow_partial, data_options=spec.data_options)
+    noisy = measurement(test, runs=plan.runs, target=plan.target if plan.runs == "auto" else None,
+                        limit=plan.eval_limit, noise=spec.family.config())
+    for v in plan.sigma_val:
+        wanted[PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, 1, "noisy", seed)] = noisy
+    if plan.votes:
+        limit = plan.vote_limit or plan.eval_limit
+        vtest = test if limit == plan.eval_limit else load_data(
+            spec.model, plan.dataset, "test", data_dir=task.data_dir, limit=limit, allow_partial=spec.allow_partial,
+            data_options=spec.data_options)
+        voted = measurement(vtest, votes=plan.votes, trials=plan.vote_trials, limit=limit, noise=spec.family.config())
+        for v in plan.vote_sigma_val:
+            for k in range(1, plan.votes + 1):
+                wanted[PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, k, "vote", seed)] = voted
     with ResultStore(path) as store:
-        hashes = {store.point_checkpoint(k) for k in keys}
-        if len(hashes) != 1 or None in hashes:
+        records = {key: store.point_record(key) for key in wanted}
+        if any(r is None or r[1] != wanted[key] for key, r in records.items()):
+            return False
+        hashes = {r[0] for r in records.values()}
+        if len(hashes) != 1:
             return False
         sha = hashes.pop()
         sigma = round(spec.sigma_train, 9)
