@@ -226,3 +226,118 @@ def test_layers_that_cannot_hand_their_product_say_so():
     layer = noisynn.NoisyBilinear(3, 3, 2)
     with pytest.raises(noisynn.ModelError, match="cannot hand its product"), PCM():
         layer(torch.randn(2, 3), torch.randn(2, 3))
+
+
+# -- evaluation's fast paths: recurrent steps bound to a chip, prepared weights, caches ---------------------------
+from noisynn.noise import PerSite, reference  # noqa: E402
+
+PLAIN = dict(inp_bits=0, out_bits=0)  # no rounding: the fast path and the definition agree to float precision
+
+
+def test_recurrent_evaluation_on_a_chip_matches_the_per_step_definition():
+    """The bound path (weights prepared once, the fused cell) computes what model.product does step by step."""
+    torch.manual_seed(9)
+    for layer in (noisynn.NoisyLSTM(12, 16, batch_first=True, num_layers=2, bidirectional=True),
+                  noisynn.NoisyRNN(12, 16, batch_first=True), noisynn.NoisyRNN(12, 16, nonlinearity="relu")):
+        layer.eval()
+        seq = torch.randn(300, 9, 12)  # 300 rows: two row blocks
+        for chip in (PCM(t=86400.0, **PLAIN), PCM(t=3600.0, compensation=False, max_input_size=10, **PLAIN),
+                     Crossbar(**PLAIN)):
+            with torch.no_grad(), chip:
+                fast = layer(seq)[0]
+                with reference():
+                    slow = layer(seq)[0]
+            assert torch.allclose(fast, slow, atol=1e-5), (type(layer).__name__, chip)
+    lstm = noisynn.NoisyLSTM(12, 16, batch_first=True).eval()
+    with torch.no_grad(), PCM(t=86400.0, inp_bits=8, out_bits=8):  # rounding: a level may flip, rarely
+        fast = lstm(seq)[0]
+        with reference():
+            slow = lstm(seq)[0]
+    assert (fast - slow).abs().mean() < 1e-3 * slow.abs().mean()
+
+
+def test_per_read_noise_of_the_bound_recurrent_path_has_its_variance():
+    """relu RNN, one step, a large bias: h = the product itself; per-read std = out_noise * max|x| * max|W|."""
+    torch.manual_seed(10)
+    rnn = noisynn.NoisyRNN(20, 30, nonlinearity="relu", batch_first=True).eval()
+    with torch.no_grad():
+        rnn.bias_ih_l0.fill_(50.0)
+    x = torch.randn(1, 1, 20).expand(4000, 1, 20).contiguous()
+    wmax = torch.cat([rnn.weight_ih_l0, rnn.weight_hh_l0], 1).abs().max()
+    expected = 0.05 * x[0].abs().max() * wmax
+    for ref in (False, True):
+        with torch.no_grad(), Crossbar(out_noise=0.05), reference(ref):
+            h = rnn(x)[0][:, 0]  # (4000, 30): 4000 reads of the same input
+        clean = F.linear(x[0, 0], rnn.weight_ih_l0, rnn.bias_ih_l0 + rnn.bias_hh_l0)
+        assert torch.allclose(h.mean(0), clean, atol=5 * expected.item() / math.sqrt(4000) + 1e-6)
+        assert (h.std(0) / expected).mean().item() == pytest.approx(1.0, rel=0.03), ref
+
+
+def test_bound_recurrent_reads_are_reproducible_and_do_not_depend_on_threads():
+    torch.manual_seed(11)
+    lstm = noisynn.NoisyLSTM(10, 24, batch_first=True).eval()
+    seq = torch.randn(600, 6, 10)
+    outs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (threads, 1, threads):
+            torch.set_num_threads(n)
+            chip = PCM(t=60.0, out_noise=0.04, inp_bits=8, out_bits=8, generator=torch.Generator().manual_seed(3))
+            with torch.no_grad(), chip:
+                outs.append(lstm(seq)[0])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[2])
+    assert (outs[0] - outs[1]).abs().mean() < 1e-4  # same noise; the GEMMs may differ in their last bits
+    with torch.no_grad(), PCM(t=60.0, out_noise=0.04):
+        a, b = lstm(seq)[0], lstm(seq)[0]
+    assert not torch.equal(a, b)  # every read draws its own noise
+
+
+def test_a_per_site_rule_for_a_recurrent_layer_covers_all_its_products():
+    torch.manual_seed(12)
+    for cls in (noisynn.NoisyGRU, noisynn.NoisyLSTM):
+        net = nn.Sequential()
+        net.add_module("rnn", cls(6, 8, num_layers=2, batch_first=True))
+        net.eval()
+        list(noisynn.noise_sites(net))  # names the site "rnn"
+        seq = torch.randn(5, 4, 6)
+        chip = PCM(t=3.15e7, compensation=False, read_noise_scale=0.0)
+        with torch.no_grad():
+            with chip:
+                direct = net(seq)[0]
+            with PerSite({"rnn": chip}):
+                routed = net(seq)[0]
+            with noisynn.clean():
+                clean = net(seq)[0]
+        assert torch.allclose(direct, routed) and not torch.allclose(direct, clean, atol=1e-3), cls.__name__
+
+
+def test_a_chip_reprograms_when_any_weight_of_a_product_changes():
+    """The gate product's cache key is both matrices: an in-place change of W_hh alone is seen."""
+    torch.manual_seed(13)
+    lstm = noisynn.NoisyLSTM(5, 7, batch_first=True).eval()
+    seq = torch.randn(3, 4, 5)
+    chip = PCM(**QUIET)
+    with torch.no_grad():
+        with chip:
+            before = lstm(seq)[0]
+        lstm.weight_hh_l0.mul_(0.5)
+        with chip:
+            after = lstm(seq)[0]
+        with noisynn.clean():
+            clean = lstm(seq)[0]
+    assert torch.allclose(after, clean, atol=1e-5) and not torch.allclose(before, after, atol=1e-3)
+
+
+def test_a_pickled_chip_is_the_same_chip():
+    import pickle
+
+    torch.manual_seed(14)
+    layer = noisynn.NoisyLinear(16, 8).eval()
+    x = torch.randn(4, 16)
+    chip = PCM(chip=4, t=86400.0)
+    with torch.no_grad():
+        first = layer_out(layer, chip, x)
+        copy = pickle.loads(pickle.dumps(chip))
+        assert torch.equal(layer_out(layer, copy, x), first)

@@ -55,15 +55,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+import weakref
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from noisynn import _fast
-from noisynn.noise import NoiseModel, Product
+from noisynn.noise import NoiseModel, Product, _defining_class
 
-__all__ = ["Crossbar", "PCM", "PCM_DEFAULT_COEFFS"]
+__all__ = ["Crossbar", "PCM", "PCM_DEFAULT_COEFFS", "BoundProduct", "bind"]
 
 #: aihwkit's PCMLikeNoiseModel programming-noise coefficients (uS, for g_max = 25 uS).
 PCM_DEFAULT_COEFFS = (0.26348, 1.9650, -1.1731)
@@ -125,11 +127,25 @@ class Crossbar(NoiseModel):
         return p.weight, 1.0
 
     def product(self, p: Product, site: str = "") -> Tensor:
+        if _needs_grad(p):
+            return self._product_ste(p, site)
+        prep = self._prepare(p, site)
+        op = p.op
+        y = self._forward(prep, p.x, lambda a, b: op(a, b, None), p.in_dim)
+        if p.bias is not None:
+            channel = p.in_dim if p.in_dim >= 0 else y.dim() + p.in_dim
+            y = y.add_(p.bias.detach().view([-1 if d == channel else 1 for d in range(y.dim())]))
+        return y
+
+    # -- training (autograd): the definition, straight-through -------------------
+    def _product_ste(self, p: Product, site: str) -> Tensor:
         weight, alpha = self.weights(p, site)
         wmax = p.weight.detach().abs().amax().clamp_min(1e-12)
         wn = weight / wmax
         y = None
-        for x_tile, w_tile in self._tiles(p, wn):
+        for start, length in self._tile_ranges(p):
+            x_tile = p.x if length is None else p.x.narrow(p.in_dim, start, length)
+            w_tile = wn if length is None else wn[:, start:start + length]
             part = self._tile(p, x_tile, w_tile, wmax)
             y = part if y is None else y + part
         assert y is not None
@@ -140,33 +156,30 @@ class Crossbar(NoiseModel):
             y = y + p.bias.view([-1 if d == channel else 1 for d in range(y.dim())])
         return y
 
-    def _tiles(self, p: Product, wn: Tensor):
-        n_in = wn.size(1)
+    def _tile_ranges(self, p: Product) -> list[tuple[int, int | None]]:
+        """``(first input, count)`` of each tile; ``[(0, None)]``: one tile holds the whole product."""
+        n_in = p.weight.size(1)
         rows = 1
-        for k in wn.shape[2:]:
+        for k in p.weight.shape[2:]:
             rows *= k  # a conv's kernel positions share a crossbar's rows with its channels
         per_tile = n_in if not self.max_input_size else max(1, self.max_input_size // rows)
         if per_tile >= n_in:
-            yield p.x, wn
-            return
+            return [(0, None)]
         if not p.splittable:
             raise ValueError(f"max_input_size={self.max_input_size}: this product (grouped convolution) "
                              "cannot be split into tiles; use max_input_size=0")
-        dim = p.in_dim
-        for start in range(0, n_in, per_tile):
-            yield p.x.narrow(dim, start, min(per_tile, n_in - start)), wn[:, start:start + per_tile]
+        return [(start, min(per_tile, n_in - start)) for start in range(0, n_in, per_tile)]
 
     def _tile(self, p: Product, x: Tensor, wn: Tensor, wmax: Tensor) -> Tensor:
-        """One crossbar tile in real units. Inputs go in as DAC levels; the output leaves as ADC levels.
+        """One crossbar tile in real units, differentiable (training): the straight-through definition.
 
-        Without autograd every step is in place on fresh buffers (the elementwise passes, not
-        the product, are what this costs); with autograd the same arithmetic, straight-through.
+        Inputs go in as DAC levels; the output leaves as ADC levels. :meth:`_tile_fast` computes
+        the same without autograd, in fewer passes.
         """
         grad = torch.is_grad_enabled() and (x.requires_grad or wn.requires_grad)
         linear = p.in_dim in (-1, x.dim() - 1)
         flat = x.detach() if linear else x.detach().reshape(x.size(0), -1)
-        lo, hi = torch.aminmax(flat, dim=-1, keepdim=True)
-        amax = torch.maximum(hi, -lo)  # max |x| of each input vector (linear) or sample (conv)
+        amax = _amax_abs(flat)  # max |x| of each input vector (linear) or sample (conv)
         if not linear:
             amax = amax.reshape(x.size(0), *([1] * (x.dim() - 1)))
         scale = amax.clamp_min(1e-12) if self.noise_management else torch.full_like(amax, self.inp_bound)
@@ -176,8 +189,6 @@ class Crossbar(NoiseModel):
             unit = self.inp_bound / levels
             if grad:
                 xn = _ste_round((x / scale).clamp(-self.inp_bound, self.inp_bound) / unit)
-            elif self.noise_management and self.inp_bound >= 1.0:  # |x / scale| <= 1: no clipping needed
-                xn = torch.div(x, scale * unit).round_()
             else:
                 xn = torch.div(x, scale * unit).round_().clamp_(-levels, levels)
         else:
@@ -208,11 +219,118 @@ class Crossbar(NoiseModel):
         factor = out_scale * (wmax * unit)
         return y * factor if grad else y.mul_(factor)
 
-    def _randn(self, like: Tensor) -> Tensor:
-        """Standard normals shaped like ``like`` (the fast parallel sampler where it can run)."""
+    # -- evaluation (no autograd): prepared weights, few passes ------------------
+    def _units(self) -> tuple[float, float]:
+        """``(unit, step)``: one DAC level in normalised input units, one ADC level in ``levels @ wn`` units."""
+        unit = self.inp_bound / (2 ** (self.inp_bits - 1) - 1) if self.inp_bits else 1.0
+        step = self.out_bound / (2 ** (self.out_bits - 1) - 1) / unit if self.out_bits else 1.0
+        return unit, step
+
+    def _prepare(self, p: Product, site: str) -> _Prepared:
+        """The product's weights as the tiles use them (kept per site while the weights and the chip stay)."""
+        cacheable = not p.training and _defining_class(type(self), "weights") in (Crossbar, PCM)
+        if cacheable:
+            cache = self.__dict__.setdefault("_prepared", {})
+            hit = cache.get(site)
+            if hit is not None and hit.matches(p, self):
+                return hit
+        with torch.no_grad():
+            weight, alpha = self.weights(p, site)
+            weight = weight.detach()
+            wmax = p.weight.detach().abs().amax().clamp_min(1e-12)
+            _, step = self._units()
+            wn = weight / wmax
+            tiles = []
+            for start, length in self._tile_ranges(p):
+                w_tile = wn if length is None else wn[:, start:start + length]
+                wq = (w_tile / step if step != 1.0 else w_tile).contiguous()  # op(levels, wq): in ADC steps
+                tiles.append((start, length, wq, w_tile.abs() if self.weight_read_noise else None))
+            scale = wmax * alpha if isinstance(alpha, Tensor) else wmax * float(alpha)
+        prep = _Prepared(tiles, scale.detach(), _Prepared.ident(p, self) if cacheable else None)
+        if cacheable:
+            cache[site] = prep
+        return prep
+
+    def _forward(self, prep: _Prepared, x: Tensor, op: Any, in_dim: int, seeds: list | None = None) -> Tensor:
+        """The tiles' outputs summed, in real units, no bias (``seeds``: one per tile, for the fast sampler)."""
+        y = None
+        for k, (start, length, wq, wabs) in enumerate(prep.tiles):
+            x_tile = x if length is None else x.narrow(in_dim, start, length)
+            part = self._tile_fast(x_tile, wq, wabs, op, in_dim, prep.scale, None if seeds is None else seeds[k])
+            y = part if y is None else y.add_(part)
+        assert y is not None
+        return y
+
+    def _tile_fast(self, x: Tensor, wq: Tensor, wabs: Tensor | None, op: Any, in_dim: int, wscale: Tensor,
+                   seed: Any = None) -> Tensor:
+        """One tile without autograd: :meth:`_tile`'s arithmetic with the ADC step folded into the weights.
+
+        ``g = op(levels, wn / step)`` is the output in ADC steps; the noise is added in those
+        units (one fused pass where the fast sampler runs), rounded and clipped by the ADC,
+        and one multiplication takes it back to real units (``max|x| * unit * step * max|W| *
+        alpha`` per input vector).
+        """
+        linear = in_dim in (-1, x.dim() - 1)
+        unit, step = self._units()
+        nm = self.noise_management
+        amax = None
+        if nm or self.relative_out_noise:
+            flat = x if linear else x.reshape(x.size(0), -1)
+            amax = _amax_abs(flat)
+            if not linear:
+                amax = amax.reshape(x.size(0), *([1] * (x.dim() - 1)))
+        scale: Tensor | float = amax.clamp_min(1e-12) if nm else self.inp_bound  # type: ignore[union-attr]
+        if self.inp_bits:
+            levels = 2 ** (self.inp_bits - 1) - 1
+            xl = torch.div(x, scale * unit).round_()
+            if not (nm and self.inp_bound >= 1.0):  # |x / scale| <= 1 with noise management
+                xl = xl.clamp_(-levels, levels)
+        else:
+            xl = x / scale
+        g = op(xl, wq)
+        var = (self.out_noise / unit / step) ** 2 if self.out_noise else 0.0  # in g's units
+        var_t = None
+        if self.relative_out_noise:
+            rel = self.relative_out_noise / unit / step
+            if nm:  # max|x| / scale = 1
+                var += rel ** 2
+            else:
+                var_t = (rel * amax / scale) ** 2  # type: ignore[operator]
+        if self.weight_read_noise:
+            wr = (self.weight_read_noise / step) ** 2 * op(xl * xl, wabs).clamp_min_(0)
+            var_t = wr if var_t is None else wr.add_(var_t)
+        if var_t is not None:
+            std = var_t.add_(var).sqrt_() if var else var_t.sqrt_()
+            g = g.addcmul_(self._randn(g, seed), std)
+        elif var:
+            g = self._add_noise(g, math.sqrt(var), seed)
+        if self.out_bits:
+            levels = 2 ** (self.out_bits - 1) - 1
+            g = g.round_().clamp_(-levels, levels)
+        factor = scale * (wscale * (unit * step))  # scale: (..., 1) per input vector or (B, 1, ...) per sample
+        return g.mul_(factor)
+
+    def _add_noise(self, g: Tensor, std: float, seed: Any = None) -> Tensor:
+        """``g + std * z`` in place (one fused pass with the fast sampler)."""
+        if g.is_contiguous() and g.numel() >= (1 if seed is not None else _fast.MIN_ELEMENTS) \
+                and _fast.usable(g, self.generator):
+            words = seed if seed is not None else _fast.seed_words(self.generator)
+            _fast._library().nn_noise(g.data_ptr(), g.data_ptr(), g.numel(), 1, 0.0, std, words, _fast._threads())
+            return g
+        return g.add_(self._randn(g), alpha=std)
+
+    def _randn(self, like: Tensor, seed: Any = None) -> Tensor:
+        """Standard normals shaped like ``like`` (the fast parallel sampler where it can run).
+
+        ``seed``: the fast sampler's seed words for this draw (drawn beforehand from the
+        model's generator, so that row blocks run in threads stay reproducible).
+        """
         z = torch.empty(like.shape, dtype=like.dtype, device=like.device)
-        if z.numel() >= _fast.MIN_ELEMENTS and _fast.usable(z, self.generator):
-            return _fast.normal_(z, 0.0, 1.0, self.generator)
+        if (seed is not None or z.numel() >= _fast.MIN_ELEMENTS) and _fast.usable(z, self.generator):
+            if seed is None:
+                return _fast.normal_(z, 0.0, 1.0, self.generator)
+            _fast._library().nn_noise(z.data_ptr(), None, z.numel(), 0, 0.0, 1.0, seed, _fast._threads())
+            return z
         return z.normal_(generator=self.generator)
 
     def is_identity(self, site: str = "") -> bool:
@@ -231,7 +349,101 @@ class Crossbar(NoiseModel):
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state.pop("_cache", None)
+        state.pop("_prepared", None)
         return state
+
+
+class BoundProduct:
+    """``model.product(p._replace(x=x), site)`` for many inputs with the same weights, prepared once.
+
+    What a recurrent layer's steps use in evaluation (:func:`bind`): the chip's weights are looked
+    up, scaled and sliced into tiles once per pass instead of once per step. The bias is not
+    included (the caller adds it digitally, as :meth:`Crossbar.product` does). ``seeds``: one
+    fast-sampler seed per tile (:attr:`n_seeds`), drawn by the caller from the model's generator
+    beforehand, so that row blocks computed in threads stay reproducible.
+    """
+
+    __slots__ = ("model", "prep", "op", "in_dim")
+
+    def __init__(self, model: Crossbar, prep: _Prepared, op: Any, in_dim: int) -> None:
+        self.model, self.prep, self.op, self.in_dim = model, prep, op, in_dim
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.prep.tiles)
+
+    def __call__(self, x: Tensor, seeds: list | None = None) -> Tensor:
+        return self.model._forward(self.prep, x, self.op, self.in_dim, seeds)
+
+
+_OWN_EVALUATION = ("product", "_prepare", "_forward", "_tile_fast", "_tile_ranges", "_add_noise", "_randn", "_units")
+
+
+def bind(model: NoiseModel, p: Product, site: str) -> BoundProduct | None:
+    """A :class:`BoundProduct` of ``p`` (its ``x`` is ignored) on ``model``, or ``None`` when ``model``
+    is not a :class:`Crossbar` computing products by this module's own evaluation code (a subclass
+    that redefines it), or ``p`` is a training product."""
+    if not isinstance(model, Crossbar) or p.training or p.weight.requires_grad and torch.is_grad_enabled():
+        return None
+    if any(_defining_class(type(model), name) not in (Crossbar, PCM) for name in _OWN_EVALUATION):
+        return None
+    if p.op is F.linear:
+        op = F.linear
+    else:
+        def op(a: Tensor, b: Tensor, _op: Any = p.op) -> Tensor:
+            return _op(a, b, None)
+    return BoundProduct(model, model._prepare(p, site), op, p.in_dim)
+
+
+def _needs_grad(p: Product) -> bool:
+    """Whether autograd records this product (then the straight-through definition runs)."""
+    return torch.is_grad_enabled() and (p.x.requires_grad or p.weight.requires_grad
+                                        or (p.bias is not None and p.bias.requires_grad))
+
+
+def _amax_abs(flat: Tensor) -> Tensor:
+    """``max |x|`` over the last dimension, keepdim (two reductions: no ``|x|`` temporary, unlike aminmax)."""
+    if flat.numel() < 65536:
+        return flat.abs().amax(-1, keepdim=True)
+    return torch.maximum(flat.amax(-1, keepdim=True), flat.amin(-1, keepdim=True).neg_())
+
+
+class _Prepared:
+    """A product's weights as its tiles use them in evaluation: per tile ``(start, count, wn / step,
+    |wn| or None)``, and ``scale = max|W| * alpha`` (the compensation included)."""
+
+    __slots__ = ("tiles", "scale", "_ident")
+
+    def __init__(self, tiles: list, scale: Tensor, ident: tuple | None) -> None:
+        self.tiles, self.scale, self._ident = tiles, scale, ident
+
+    @staticmethod
+    def ident(p: Product, model: NoiseModel) -> tuple:
+        """What the prepared weights depend on: the weight tensors themselves (weak references: a
+        freed tensor's address reused is not a hit), their in-place versions, the model's parameters."""
+        keys = _keys(p)
+        return (tuple(weakref.ref(k) for k in keys), tuple(k._version for k in keys),
+                p.weight.shape, p.weight.dtype, p.weight.device, _param_key(model))
+
+    def matches(self, p: Product, model: NoiseModel) -> bool:
+        if self._ident is None:
+            return False
+        keys = _keys(p)
+        refs, versions, shape, dtype, device, params = self._ident
+        return (len(refs) == len(keys) and all(r() is k for r, k in zip(refs, keys))
+                and versions == tuple(k._version for k in keys)
+                and shape == p.weight.shape and dtype == p.weight.dtype and device == p.weight.device
+                and params == _param_key(model))
+
+
+def _keys(p: Product) -> tuple:
+    """The tensors a product's weight is made of (``Product.key``: one tensor or a tuple of them)."""
+    keys = p.key if isinstance(p.key, tuple) else (p.key,)
+    return tuple(k for k in keys if isinstance(k, Tensor)) or (p.weight,)
+
+
+def _param_key(model: NoiseModel) -> tuple:
+    return tuple(v for k, v in vars(model).items() if not k.startswith("_") and isinstance(v, (bool, int, float)))
 
 
 def _channel_view(per_sample: Tensor, y: Tensor, p: Product) -> Tensor:
@@ -278,7 +490,7 @@ class PCM(Crossbar):
         self.read_noise_scale = _check("read_noise_scale", read_noise_scale)
         self.drift_scale = _check("drift_scale", drift_scale)
         self.seed = _check("seed", seed, integer=True)
-        self._cache: dict[str, tuple[tuple, Tensor, Tensor]] = {}
+        self._cache: dict[str, tuple[_Prepared, Tensor, Tensor]] = {}
 
     # -- the device physics, each a formula of its own (tested against the papers' values) ----
     def sigma_prog(self, g_target: Tensor) -> Tensor:
@@ -309,13 +521,14 @@ class PCM(Crossbar):
         if p.training:  # a new draw per mini-batch, straight-through to the weights
             noisy, alpha = self._chip_weights(w.detach(), None)
             return w + (noisy - w).detach(), alpha
-        ident = (id(p.key), getattr(p.key, "_version", 0), w.shape, w.device, w.dtype, self.chip, self.seed, self.t)
-        cached = self._cache.get(site)
-        if cached is not None and cached[0] == ident:
+        cache = self.__dict__.setdefault("_cache", {})
+        cached = cache.get(site)
+        if cached is not None and cached[0].matches(p, self):
             return cached[1], cached[2]
         gen = self._chip_generator(site, w.device)
-        noisy, alpha = self._chip_weights(w.detach(), gen)
-        self._cache[site] = (ident, noisy, alpha)
+        with torch.no_grad():
+            noisy, alpha = self._chip_weights(w.detach(), gen)
+        cache[site] = (_Prepared([], alpha, _Prepared.ident(p, self)), noisy, alpha)  # _Prepared: only its ident
         return noisy, alpha
 
     def _chip_generator(self, site: str, device: torch.device) -> torch.Generator:

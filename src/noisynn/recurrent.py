@@ -33,6 +33,8 @@ two, as the papers' networks do (81,674 parameters for the LSTM of paper 1, tabl
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, _VF, nn
@@ -40,7 +42,7 @@ from torch import Tensor, _VF, nn
 from noisynn import _fast
 from noisynn.errors import ModelError
 from noisynn.layers import INTERCEPT, NoiseSite, exact_scope
-from noisynn.noise import NoiseModel, Product
+from noisynn.noise import NoiseModel, PerSite, Product
 
 __all__ = ["NoisyLSTM", "NoisyGRU", "NoisyRNN", "NoisyLSTMCell", "NoisyGRUCell", "NoisyRNNCell"]
 
@@ -246,7 +248,14 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
         return self.site_name if len(self._weight_names) == 1 else f"{self.site_name}[{index}]"
 
     def _unroll_products(self, seq: Tensor, state, weights, model: NoiseModel, index: int):
-        """Each step's gate product as one crossbar ``[W_ih W_hh] [x_t; h] + b`` computed by ``model.product``."""
+        """Each step's gate product as one crossbar ``[W_ih W_hh] [x_t; h] + b`` computed by ``model.product``.
+
+        The model is resolved at the layer's own name (a :class:`~noisynn.noise.PerSite` rule
+        for ``"rnn"`` covers every product of the layer); ``site`` (with ``[index]`` for a
+        layer/direction of a deep or bidirectional layer, ``.in`` / ``.hn`` for a GRU's
+        candidate products) names each product's weights (a chip's cache key).
+        """
+        model = _resolve(model, self.site_name)
         w_ih, w_hh, b_ih, b_hh = weights
         site = self._product_site(index)
         training = self.training
@@ -257,8 +266,8 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
             w_rz = torch.cat([w_ih[: 2 * hidden], w_hh[: 2 * hidden]], 1)
             b_rz = None if b_ih is None else b_ih[: 2 * hidden] + (0 if b_hh is None else b_hh[: 2 * hidden])
             for x_t in seq.unbind(0):
-                rz = model.product(Product(torch.cat([x_t, h], 1), w_rz, b_rz, F.linear, -1, True, training, w_ih),
-                                   site)
+                rz = model.product(Product(torch.cat([x_t, h], 1), w_rz, b_rz, F.linear, -1, True, training,
+                                           (w_ih, w_hh)), site)
                 gi_n = model.product(Product(x_t, w_ih[2 * hidden:], None if b_ih is None else b_ih[2 * hidden:],
                                              F.linear, -1, True, training, w_ih), f"{site}.in")
                 gh_n = model.product(Product(h, w_hh[2 * hidden:], None if b_hh is None else b_hh[2 * hidden:],
@@ -269,8 +278,16 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
             return torch.stack(outs), h, None
         w = torch.cat([w_ih, w_hh], 1)
         bias = b_ih if b_hh is None else b_ih + b_hh if b_ih is not None else None
+        if not training and not (torch.is_grad_enabled() and any(
+                t is not None and t.requires_grad for t in (seq, h, c, w_ih, w_hh, b_ih, b_hh))):
+            from noisynn import hardware
+
+            bound = hardware.bind(model, Product(seq[:0, 0], w, None, F.linear, -1, True, False, (w_ih, w_hh)), site)
+            if bound is not None and _fast.usable(seq, model.generator) and bound_runs(seq, h, c):
+                return self._unroll_bound(seq, h, c, bound, bias, model.generator)
         for x_t in seq.unbind(0):
-            pre = model.product(Product(torch.cat([x_t, h], 1), w, bias, F.linear, -1, True, training, w_ih), site)
+            pre = model.product(Product(torch.cat([x_t, h], 1), w, bias, F.linear, -1, True, training,
+                                        (w_ih, w_hh)), site)
             if self.mode == "LSTM":
                 i, f, g, o = pre.chunk(4, 1)
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -279,6 +296,99 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
                 h = torch.tanh(pre) if self.mode == "RNN_TANH" else torch.relu(pre)
             outs.append(h)
         return torch.stack(outs), h, (c if self.mode == "LSTM" else None)
+
+
+    def _unroll_bound(self, seq: Tensor, h0: Tensor, c0: Tensor | None, bound, bias: Tensor | None,
+                      generator: torch.Generator | None):
+        """Evaluation on a crossbar: each step's gate product by ``bound``, then the cell in one fused pass.
+
+        The rows run in blocks of :data:`BOUND_BLOCK` through all steps (each block's buffers
+        stay in the caches), shared out among torch's threads, each running whole blocks
+        single-threaded; block ``k``'s per-read noise at step ``t`` comes from seed words drawn
+        beforehand, so the result depends neither on the thread count nor on the scheduling.
+        The cell is :mod:`noisynn._fast`'s noise-free LSTM / RNN step (bias, gate activations,
+        state update, and the next step's ``[x_{t+1}, h_t]`` written in place).
+        """
+        lib = _fast._library()
+        T, B, F_in = seq.shape
+        H = self.hidden_size
+        x = seq if seq.stride(2) == 1 else seq.contiguous()
+        lstm = self.mode == "LSTM"
+        out = _fast.empty(T, B, H)
+        c_n = torch.empty(B, H, dtype=x.dtype) if lstm else None
+        starts = list(range(0, B, BOUND_BLOCK))
+        words = torch.randint(0, 2**32, (len(starts), T, bound.n_seeds, 3), dtype=torch.int64,
+                              generator=generator).tolist()
+        bias = None if bias is None else bias.detach().contiguous()
+        bias_ptr = None if bias is None else bias.data_ptr()
+        act = 1 if self.mode == "RNN_RELU" else 0
+        f32 = 4
+        no_seed = (ctypes.c_uint32 * 3)()
+
+        def run(blocks, threads: int) -> None:
+            for k in blocks:
+                b0 = starts[k]
+                n = min(BOUND_BLOCK, B - b0)
+                xh = torch.empty(n, F_in + H, dtype=x.dtype)
+                xh[:, :F_in] = x[0, b0:b0 + n]
+                xh[:, F_in:] = h0[b0:b0 + n]
+                c = c0[b0:b0 + n].clone() if lstm else None
+                for t in range(T):
+                    seeds = [(ctypes.c_uint32 * 3)(*s) for s in words[k][t]]
+                    g = bound(xh, seeds).contiguous()
+                    last = t == T - 1
+                    h_out = out.data_ptr() + (t * B + b0) * H * f32
+                    xh_ptr = None if last else xh.data_ptr()
+                    x_next = None if last else x.data_ptr() + ((t + 1) * x.stride(0) + b0 * x.stride(1)) * f32
+                    if lstm:
+                        lib.nn_lstm_step(n, H, g.data_ptr(), bias_ptr, c.data_ptr(), c.data_ptr(), h_out, H,
+                                         xh_ptr, F_in, x_next, x.stride(1), 0, 0.0, no_seed, 0, None, None, threads)
+                    else:
+                        lib.nn_rnn_step(n, H, g.data_ptr(), bias_ptr, h_out, H, xh_ptr, F_in, x_next, x.stride(1),
+                                        0, 0.0, no_seed, 0, act, None, threads)
+                if lstm:
+                    c_n[b0:b0 + n] = c
+
+        _run_blocks(run, len(starts))
+        return out, out[T - 1].clone(), c_n
+
+
+#: Rows of the batch a crossbar evaluation runs through all its steps at a time (fixed: the
+#: noise of a row does not depend on the number of threads).
+BOUND_BLOCK = 256
+
+
+def bound_runs(seq: Tensor, h: Tensor, c: Tensor | None) -> bool:
+    """Whether the fused crossbar evaluation can take these tensors (float32 on the CPU)."""
+    return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in (seq, h, c))
+
+
+def _run_blocks(run, n_blocks: int) -> None:
+    """``run(blocks, threads)`` over all blocks: on this thread (multi-threaded kernels) when there is
+    one block or one thread, else shared out among torch's threads, each single-threaded."""
+    threads = torch.get_num_threads()
+    workers = min(threads, n_blocks)
+    if workers <= 1:
+        run(range(n_blocks), threads)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def part(i: int) -> None:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            run(range(i, n_blocks, workers), 1)
+
+    with _fast._torch_threads(1), ThreadPoolExecutor(workers) as pool:
+        for job in [pool.submit(part, i) for i in range(workers)]:
+            job.result()
+
+
+def _resolve(model: NoiseModel, site: str) -> NoiseModel:
+    """The model that computes a layer's products (a :class:`~noisynn.noise.PerSite` resolved at the layer)."""
+    while isinstance(model, PerSite):
+        model = model.resolve(site)
+    return model
 
 
 class NoisyLSTM(_NoisyRNNBase):
@@ -445,13 +555,14 @@ class _NoisyCell(NoiseSite):
 
     def _product_step(self, x: Tensor, hx, model: NoiseModel):
         """One step with the gate product ``[W_ih W_hh] [x; h] + b`` computed by ``model.product``."""
+        model = _resolve(model, self.site_name)  # type: ignore[attr-defined]
         h = hx[0] if isinstance(hx, tuple) else hx
         w_ih, w_hh, b_ih, b_hh = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh  # type: ignore
         site, n = self.site_name, self.hidden_size  # type: ignore[attr-defined]
         if isinstance(self, nn.GRUCell):
             b_rz = None if b_ih is None else b_ih[: 2 * n] + b_hh[: 2 * n]
             rz = model.product(Product(torch.cat([x, h], 1), torch.cat([w_ih[: 2 * n], w_hh[: 2 * n]], 1), b_rz,
-                                       F.linear, -1, True, self.training, w_ih), site)  # type: ignore[attr-defined]
+                                       F.linear, -1, True, self.training, (w_ih, w_hh)), site)  # type: ignore
             gi_n = model.product(Product(x, w_ih[2 * n:], None if b_ih is None else b_ih[2 * n:], F.linear, -1, True,
                                          self.training, w_ih), f"{site}.in")  # type: ignore[attr-defined]
             gh_n = model.product(Product(h, w_hh[2 * n:], None if b_hh is None else b_hh[2 * n:], F.linear, -1, True,
@@ -460,7 +571,7 @@ class _NoisyCell(NoiseSite):
             return torch.lerp(torch.tanh(gi_n + r * gh_n), h, z)
         bias = None if b_ih is None else b_ih + b_hh
         pre = model.product(Product(torch.cat([x, h], 1), torch.cat([w_ih, w_hh], 1), bias, F.linear, -1, True,
-                                    self.training, w_ih), site)  # type: ignore[attr-defined]
+                                    self.training, (w_ih, w_hh)), site)  # type: ignore[attr-defined]
         if isinstance(self, nn.LSTMCell):
             i, f, g, o = pre.chunk(4, 1)
             c = torch.sigmoid(f) * hx[1] + torch.sigmoid(i) * torch.tanh(g)
