@@ -70,6 +70,7 @@ class TrainTask:
                     val_loss=m["val_loss"], val_accuracy=m["val_accuracy"],
                 ))
 
+            self._recover_epoch_row(store, record)
             result = train(self.spec, self.checkpoint, data_dir=self.data_dir, device=self.device,
                            on_epoch=record, progress=self.progress, curve_every=self.curve_every, on_curve=curve)
             if result.stopping:
@@ -81,6 +82,30 @@ class TrainTask:
                     stopped=es["stopped"], checkpoint=result.sha256,
                 ))
         return result.sha256
+
+
+    def _recover_epoch_row(self, store: ResultStore, record: Callable[[dict], None]) -> None:
+        """Write the epoch row of the checkpoint on disk if a kill came between the two.
+
+        An epoch is committed by its checkpoint (the weights, optimizer and that epoch's
+        metrics, in one file renamed into place); its row in the store is written just
+        after. A process killed in between leaves the row missing: it is written here,
+        from the checkpoint's own record, before training goes on, so every kill leaves
+        the old epoch or the new one, never a checkpoint without its row.
+        """
+        if not self.checkpoint.exists():
+            return
+        from noisynn.engine.checkpoint import read_metadata
+
+        meta = read_metadata(self.checkpoint)
+        metrics, epoch = meta.get("metrics") or {}, meta.get("epoch")
+        if not metrics or not isinstance(epoch, int) or epoch < 1 or not meta.get("weights_sha256"):
+            return
+        sigma = round(self.spec.sigma_train, 9)
+        have = {e["epoch"] for e in store.epochs(self.experiment) if e["sigma_train"] == sigma
+                and e["model"] == self.spec.model and e["noise"] == self.spec.family.label and e["seed"] == self.spec.seed}
+        if epoch not in have:
+            record({**metrics, "epoch": epoch, "checkpoint": meta["weights_sha256"]})
 
 
 @functools.lru_cache(maxsize=2)
