@@ -154,6 +154,9 @@ def _subject(model, data, *, factory, device, limit, seed, sigma_train, data_dir
                            "Dataset or DataLoader), or a checkpoint that names its own")
     ref = plugins.data_reference(data)
     if isinstance(model, nn.Module):
+        from noisynn.engine.training import check_finite
+
+        check_finite(model.state_dict(), f"the model given ({type(model).__name__})")
         net = plugins.ensure_noisy(model).to(dev)
         label = type(model).__name__
         test = load_data("", ref, "test", device=dev, limit=limit)

@@ -24,7 +24,7 @@ from noisynn.models import MODELS
 from noisynn.noise import check_sigma
 
 __all__ = ["TrainSpec", "TrainResult", "train", "load_data", "build_for_data", "load_trained", "load_for_evaluation",
-           "resolve_device", "split_holdout", "best_path", "last_path"]
+           "resolve_device", "split_holdout", "best_path", "last_path", "check_finite"]
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -429,7 +429,9 @@ def train(
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
             if not torch.isfinite(loss):
-                raise NoisynnError(f"{spec.key}: training diverged (loss {loss.item()}) in epoch {epoch}; lower --lr")
+                kept = f"epoch {epoch - 1} is kept in {checkpoint}" if epoch > 1 else "no epoch had finished"
+                raise NoisynnError(f"{spec.key}: training diverged (loss {loss.item()}) in epoch {epoch}, batch "
+                                   f"{step - (epoch - 1) * len(loader)}; {kept}; lower --lr and use another --out")
             loss.backward()
             optimizer.step()
             total_loss += loss.item() * len(yb)
@@ -524,6 +526,20 @@ def _check_data(checkpoint: Path, meta: dict, data_id: dict) -> None:
                               f"{old[:12]}... now {new[:12]}...): restore that data or use another --out directory")
 
 
+def check_finite(state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse weights holding NaN or infinity: they would be evaluated as a near-chance model.
+
+    Raises:
+        CheckpointError: naming ``what``, the first tensor affected and how many values are bad.
+    """
+    for name, tensor in state_dict.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise CheckpointError(f"{what} holds non-finite weights ({bad} NaN/inf values in {name!r}): "
+                                      "it cannot be evaluated; retrain the model (delete the file) from finite weights")
+
+
 def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu", *,
                  factory=None) -> tuple[nn.Module, dict]:
     """Rebuild the model stored in ``checkpoint``: ``(model in eval mode, metadata)``.
@@ -536,6 +552,7 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu", *,
             that do not fit the model it names.
     """
     state = load_checkpoint(checkpoint, device=device)
+    check_finite(state["model"], f"checkpoint {checkpoint}")
     meta = state["meta"]
     spec = meta.get("spec") or {}
     try:
