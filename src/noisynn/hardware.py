@@ -49,6 +49,15 @@ every mini-batch) from the model's generator, and the gradient reaches the weigh
 through the straight-through path ``W + (W_noisy - W).detach()``; the rounding of the
 DAC and ADC is straight-through too (``x + (round(x) - x).detach()``); clipping keeps
 its own gradient (zero outside the bounds).
+
+**Evaluation** (no autograd) computes the same arithmetic in fewer passes: a site's weights
+are prepared once per chip (programmed, drifted, divided by ``max|W|`` and by the ADC step,
+sliced into tiles; cached while the weight tensors, their versions and the model's
+parameters stay), the per-read noise is added in one fused pass of noisynn's sampler, and
+one multiplication takes the ADC's levels back to real units. A recurrent layer binds its
+gate product once per pass (:func:`bind`, a :class:`BoundProduct`) and runs its steps with
+noisynn's fused noise-free cell (:mod:`noisynn.recurrent`). Same distribution as
+:meth:`Crossbar._tile`; a rounding boundary may fall on the other side in the last bit.
 """
 
 from __future__ import annotations
@@ -422,7 +431,7 @@ class _Prepared:
         """What the prepared weights depend on: the weight tensors themselves (weak references: a
         freed tensor's address reused is not a hit), their in-place versions, the model's parameters."""
         keys = _keys(p)
-        return (tuple(weakref.ref(k) for k in keys), tuple(k._version for k in keys),
+        return (tuple(weakref.ref(k) for k in keys), tuple(_version(k) for k in keys),
                 p.weight.shape, p.weight.dtype, p.weight.device, _param_key(model))
 
     def matches(self, p: Product, model: NoiseModel) -> bool:
@@ -431,7 +440,7 @@ class _Prepared:
         keys = _keys(p)
         refs, versions, shape, dtype, device, params = self._ident
         return (len(refs) == len(keys) and all(r() is k for r, k in zip(refs, keys))
-                and versions == tuple(k._version for k in keys)
+                and versions == tuple(_version(k) for k in keys)
                 and shape == p.weight.shape and dtype == p.weight.dtype and device == p.weight.device
                 and params == _param_key(model))
 
@@ -440,6 +449,14 @@ def _keys(p: Product) -> tuple:
     """The tensors a product's weight is made of (``Product.key``: one tensor or a tuple of them)."""
     keys = p.key if isinstance(p.key, tuple) else (p.key,)
     return tuple(k for k in keys if isinstance(k, Tensor)) or (p.weight,)
+
+
+def _version(t: Tensor) -> int:
+    """``t``'s in-place version counter (-1 for an inference tensor, which keeps none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
 
 
 def _param_key(model: NoiseModel) -> tuple:
