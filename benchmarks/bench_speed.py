@@ -375,6 +375,28 @@ def print_table(rows: list[Row]) -> None:
               f"{(f'{ratio:.2f}' if ratio is not None else '-'):>7}  {target:<14} {r.get('extra', '')}")
 
 
+def machine() -> str:
+    """The CPU (model, vector ISA levels) that every ratio below belongs to: ratios differ between kinds."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    torch_isa = torch.backends.cpu.get_cpu_capability()
+    onednn = "oneDNN " + (torch.backends.mkldnn.is_available() and "on" or "off")
+    kernels = "noisynn kernels: -march=native (all of the CPU's flags)" if _fast is not None else "no noisynn kernels"
+    return (f"machine: {model} | {os.cpu_count()} logical CPUs | CPU flags {' '.join(isa) or 'none of avx2/avx512'} | "
+            f"torch CPU capability {torch_isa} ({onednn}) | {kernels}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -399,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"noisynn {noisynn.__version__} | torch {torch.__version__} | device {device} | "
           f"threads {torch.get_num_threads()} | fast paths {'on' if fast else 'off'} | "
           f"repeats {args.repeats} | load average {os.getloadavg()[0]:.2f}")
+    print(machine())
     rows: list[Row] = []
     throughput = None
     cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
