@@ -368,6 +368,7 @@ def sweep(
     data_dir: str | None = None,
     device: str = "auto",
     workers: int = 1,
+    executor: Any = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Table:
@@ -388,12 +389,18 @@ def sweep(
         model_options, data_options: keyword arguments of the factory / data function.
         out: the run directory (default: a temporary one, deleted afterwards).
         workers: local processes (needs importable model, data and noise).
+        executor: where the tasks run: None (this process, or ``workers`` processes),
+            ``"ray"`` (a Ray instance started on this machine: the code path of a cluster),
+            or an executor object, e.g. ``noisynn.engine.ray_executor.RayExecutor(address="auto",
+            cpus_per_task=2, gpus_per_task=0.25)`` (the executor interface: ``slots``,
+            ``submit(task) -> Future``, ``close()``; see :mod:`noisynn.engine.sweep`). Model,
+            data and noise must be importable by the workers.
 
     Returns:
         A :class:`Table` of every point (``kind`` ``noisy`` and ``vote``).
     """
     from noisynn.engine.presets import Plan
-    from noisynn.engine.sweep import LocalExecutor, ProcessExecutor, run_sweep
+    from noisynn.engine.sweep import make_executor, run_sweep
 
     family = plugins.resolve_noise(noise, noise_params, sweep_param)
     model_ref = plugins.model_reference(model)
@@ -410,11 +417,14 @@ def sweep(
                 sigma_train=tuple(parse_sigmas(sigma_train)), sigma_val=sv, train=train, runs=runs, target=target,
                 votes=int(votes), vote_sigma_val=vsv, vote_trials=vote_trials, eval_limit=eval_limit)
     plan.train_spec(plan.sigma_train[0], seed)  # validates the settings before any work
-    executor = LocalExecutor() if workers == 1 else ProcessExecutor(workers)
+    runner = make_executor(executor, workers=workers)
     with tempfile.TemporaryDirectory(prefix="noisynn-sweep-") as tmp:
         run_dir = Path(out) if out is not None else Path(tmp)
-        run_sweep(plan, run_dir, seed=seed, data_dir=data_dir, device=device, executor=executor, progress=progress,
-                  log=log or (lambda _m: None))
+        try:
+            run_sweep(plan, run_dir, seed=seed, data_dir=data_dir, device=device, executor=runner,
+                      progress=progress, log=log or (lambda _m: None))
+        finally:
+            runner.close()
         with ResultStore(run_dir / STORE) as store:
             rows = store.points(experiment=experiment)
     return Table(rows, f"{plan.title}, {family.label} noise: accuracy (rows sigma_train, columns sigma_val)",

@@ -15,7 +15,11 @@ from noisynn.cli.common import DATA_DIR_HELP, DEVICE_HELP, emit_json, progress_e
 from noisynn.errors import NoisynnError
 
 
-def _executor(workers: int):
+def _executor(workers: int, options: dict | None = None):
+    if options:  # --executor ray and its options (engine/ray_executor.py)
+        from noisynn.engine.sweep import make_executor
+
+        return make_executor(workers=workers, **options)
     from noisynn.engine.sweep import LocalExecutor, ProcessExecutor
 
     if workers < 1:
@@ -46,15 +50,15 @@ def _override(plan, model: str | None, dataset: str | None, noise: str | None, n
 
 
 def _sweep(preset: str, profile: str, out: Path, seed: int, data_dir, device: str, workers: int,
-           as_json: bool, overrides: tuple = (None,) * 5) -> dict:
+           as_json: bool, overrides: tuple = (None,) * 5, executor_options: dict | None = None) -> dict:
     from noisynn.engine.presets import load_plan
     from noisynn.engine.sweep import run_sweep
 
     plan = _override(load_plan(preset, profile), *overrides)
     log = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
     t0 = time.perf_counter()
-    summary = run_sweep(plan, out, seed=seed, data_dir=data_dir, device=device, executor=_executor(workers),
-                        progress=progress_enabled(as_json), log=log)
+    summary = run_sweep(plan, out, seed=seed, data_dir=data_dir, device=device,
+                        executor=_executor(workers, executor_options), progress=progress_enabled(as_json), log=log)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.0f} s: {summary.computed} tasks computed, {summary.skipped} already done")
     return {"run_dir": str(out), "experiment": plan.name, "profile": plan.profile, "computed": summary.computed,
@@ -79,6 +83,16 @@ def sweep_command(
     data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    executor: str = typer.Option("local", "--executor", help="local (this machine; --workers) or ray (a Ray "
+                                 "cluster, or a Ray instance started here: docs/cluster.md)."),
+    address: str = typer.Option(None, "--address", help="Ray: auto or HOST:PORT of the head node (default: start "
+                                "Ray on this machine)."),
+    cpus_per_task: float = typer.Option(None, "--cpus-per-task", help="Ray: CPUs (and torch threads) per task "
+                                        "(default 1)."),
+    gpus_per_task: float = typer.Option(None, "--gpus-per-task", help="Ray: GPUs per task; a fraction shares one "
+                                        "(0.25: four tasks per GPU)."),
+    storage: str = typer.Option(None, "--storage", help="Ray: a folder every machine sees at the same path; "
+                                "checkpoints go there instead of through Ray's object store."),
 ) -> None:
     """Train one model per sigma_train and evaluate the whole (sigma_train, sigma_val) grid.
 
@@ -86,8 +100,11 @@ def sweep_command(
     pkg.module:function) and noise (pkg.module:Class, [noise_params]); or override a preset's
     with --model, --dataset, --noise.
     """
+    options = {"address": address, "cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task, "storage": storage}
     result = _sweep(preset, profile, out, seed, data_dir, device, workers, as_json,
-                    (model, dataset, noise, noise_param, sweep_param))
+                    (model, dataset, noise, noise_param, sweep_param),
+                    dict(options, executor=executor) if executor != "local" or any(
+                        v is not None for v in options.values()) else None)
     if as_json:
         emit_json(result)
     else:

@@ -268,6 +268,8 @@ class TrainResult:
     stopping: dict | None = None
     """Early stopping's record (``best_epoch, best_score, monitor, since_best, stopped``
     (``patience`` | ``cap``), ``epochs_run``), or None without early stopping."""
+    finished: bool = True
+    """False when ``train(max_epochs=...)`` ended a chunk before the run's end: call again to go on."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -340,6 +342,7 @@ def train(
     curve_every: int = 0,
     curve_samples: int = 2000,
     on_curve: Callable[[dict], None] | None = None,
+    max_epochs: int | None = None,
 ) -> TrainResult:
     """Train (or resume training) the model of ``spec`` with Deep Noise Injection.
 
@@ -375,6 +378,11 @@ def train(
             ``{"batches", "epoch", "val_loss", "val_accuracy"}`` to ``on_curve`` (the
             learning curves of paper 2, fig. 3). It draws no random numbers and leaves
             the model in training mode: the trained weights are the same with or without it.
+        max_epochs: train at most this many epochs in this call (None: to the end). The
+            run is then resumable from its checkpoint as after a kill, and calling again
+            goes on bit-identically; early stopping's hand-over happens in the call that
+            ends the run. The result's ``finished`` says whether the run has ended
+            (epoch-granular tasks of a distributed sweep, :mod:`noisynn.engine.sweep`).
 
     Raises:
         CheckpointError: the checkpoint belongs to another spec or is corrupt.
@@ -408,8 +416,11 @@ def train(
     if curve_every < 0 or curve_samples < 1:
         raise NoisynnError(f"curve_every must be >= 0 and curve_samples >= 1, got {curve_every}, {curve_samples}")
     curve_ds = dataclasses.replace(test_ds, x=test_ds.x[:curve_samples], y=test_ds.y[:curve_samples])
+    if max_epochs is not None and max_epochs < 1:
+        raise NoisynnError(f"max_epochs must be >= 1, got {max_epochs}")
     sha, reached = "", start
-    for epoch in range(start + 1, spec.epochs + 1):
+    until = spec.epochs if max_epochs is None else min(spec.epochs, start + max_epochs)
+    for epoch in range(start + 1, until + 1):
         if es is not None and _stop_reason(spec, es, epoch - 1) == "patience":
             break
         t0 = time.perf_counter()
@@ -464,12 +475,15 @@ def train(
         if on_epoch is not None:
             on_epoch(metrics)
     if es is not None:
-        sha = _finish_early_stopping(spec, checkpoint, model, meta, _stop_reason(spec, es, reached) or "cap")
+        reason = _stop_reason(spec, es, reached)
+        if reason is None and reached < spec.epochs:  # a chunk ended (max_epochs), the run goes on
+            return TrainResult(checkpoint, sha, reached - start, metrics, None, finished=False)
+        sha = _finish_early_stopping(spec, checkpoint, model, meta, reason or "cap")
         final = read_metadata(checkpoint)
         return TrainResult(checkpoint, sha, reached - start, final["metrics"], final["early_stopping"])
     if not sha:
         sha = load_checkpoint(checkpoint)["sha256"]
-    return TrainResult(checkpoint, sha, spec.epochs - start, metrics)
+    return TrainResult(checkpoint, sha, max(start, reached) - start, metrics, finished=max(start, reached) >= spec.epochs)
 
 
 def _resume_state(spec: TrainSpec, checkpoint: Path, dev) -> dict:
