@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from noisynn.cli.common import DATA_DIR_HELP, DEVICE_HELP, emit_json, user_errors
+from noisynn.errors import NoisynnError
 
 KIND_LABEL = {
     "adversarial-source": "white-box on NN_adv (clean)",
@@ -40,17 +41,35 @@ def attack_command(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Transfer PGD examples from NN_adv to NN_val under noisy inference (and optionally EOT white-box)."""
+    from noisynn.engine import validation as check
     from noisynn.engine.adversarial import STORE, run_transfer
     from noisynn.engine.evaluation import parse_range
     from noisynn.engine.store import ResultStore
 
+    # everything is checked before the out directory is created or claimed
+    sigmas = parse_range(sigma, "--sigma")
+    check.integer(runs, "--runs", high=check.MAX_RUNS)
+    check.evaluation_cost(runs, len(sigmas))
+    if noise not in ("additive", "multiplicative"):
+        raise NoisynnError(f"--noise {noise}: use multiplicative (the paper) or additive")
+    check.limit(limit, "--limit")
+    check.limit(eot_limit, "--eot-limit")
+    for option, value, rule in (("--eps", eps, "eps"), ("--alpha", alpha, "alpha"), ("--steps", steps, "steps"),
+                                ("--restarts", restarts, "restarts"), ("--eot", eot, "eot"),
+                                ("--eot-restarts", eot_restarts, "eot_restarts")):
+        if value is not None:
+            check.PGD_RULES[rule](value, option, NoisynnError)
+    check.device(device)
+    check.out_dir(out)
+    check.checkpoint_file(source)
+    check.checkpoint_file(target)
     settings = {k: v for k, v in (("eps", eps), ("alpha", alpha), ("steps", steps), ("restarts", restarts))
                 if v is not None}
     eot_settings = {"restarts": eot_restarts} if eot_restarts is not None else {}
     with ResultStore(out / STORE) as store:
         store.claim(experiment="attack", seed=str(seed))
     log = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
-    report = run_transfer(source, target, out, sigma_val=parse_range(sigma), runs=runs, limit=limit,
+    report = run_transfer(source, target, out, sigma_val=sigmas, runs=runs, limit=limit,
                           settings=settings, eot=eot, eot_settings=eot_settings, eot_limit=eot_limit,
                           noise_kind=noise, experiment="attack", seed=seed, data_dir=data_dir, device=device,
                           log=log)

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from noisynn.engine.validation import environment_error
 from noisynn.errors import NoisynnError
 
 DEVICE_HELP = "auto (CUDA if available), cpu or cuda."
@@ -17,7 +18,11 @@ DATA_DIR_HELP = "Data directory (default: $NOISYNN_DATA_DIR, else the per-user c
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn the package's errors (and bad values) into ``error: ...`` on stderr and exit code 2."""
+    """Turn the package's errors (and bad values) into ``error: ...`` on stderr and exit code 2.
+
+    So do a full disk and a denied write (``ENOSPC``, ``EDQUOT``, ``EACCES``, ``EPERM``, ``EROFS``,
+    anywhere in the command): :func:`noisynn.engine.validation.environment_error`.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -25,6 +30,12 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except (NoisynnError, ValueError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:  # a full disk, a denied write: one line saying what was kept
+            message = environment_error(exc)
+            if message is None:
+                raise
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:

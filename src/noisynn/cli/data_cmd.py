@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from noisynn import data
+from noisynn.cli.common import user_errors
 from noisynn.errors import NoisynnError
 
 data_app = typer.Typer(
@@ -28,6 +29,7 @@ def _fail(exc: NoisynnError) -> typer.Exit:
 
 
 @data_app.command("fetch")
+@user_errors
 def fetch_cmd(
     name: str = typer.Argument(..., help=f"One of: {', '.join(data.DATASETS)}."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
@@ -49,6 +51,7 @@ def fetch_cmd(
 
 
 @data_app.command("check")
+@user_errors
 def check_cmd(
     name: str | None = typer.Argument(None, help="Check only this data set."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
@@ -76,6 +79,7 @@ def check_cmd(
 
 
 @data_app.command("info")
+@user_errors
 def info_cmd(
     name: str = typer.Argument(..., help=f"One of: {', '.join(data.DATASETS)}."),
     split: str = typer.Option("train", "--split", help="train or test."),

@@ -53,45 +53,64 @@ def train_command(
     --noise mypkg.noise:Drift --noise-param rate=0.1 --sigma 0.5 --out runs/mine
     """
     from noisynn.engine import plugins
+    from noisynn.engine import validation as check
     from noisynn.engine.store import CurveRow, EpochRow, ResultStore
     from noisynn.engine.training import TrainSpec, train
     from noisynn.models import MODELS
 
+    # everything is checked before the run directory is created or claimed
     plugins.check_model_reference(model)  # the one-line unknown-model / bad-factory error
     if dataset is None and model not in MODELS:
         raise NoisynnError(f"give --dataset for {model} (a data set name, a FILE.npz or pkg.module:function)")
+    data_ref = check.dataset(plugins.data_reference(dataset or MODELS[model].dataset))
+    check.sigma_option(sigma)
+    check.integer(epochs, "--epochs")
+    check.integer(batch_size, "--batch-size")
+    check.number(lr, "--lr", low=0, low_open=True, fix=" (papers: 1e-4 with Adam)")
+    check.number(momentum, "--momentum", low=0)
+    check.number(weight_decay, "--weight-decay", low=0)
+    check.limit(train_limit, "--train-limit")
+    check.integer(curve_every, "--curve-every", low=0, fix=" (0: one point per epoch)")
+    check.device(device)
+    options = plugins.parse_params(model_option, "--model-option")
+    plugins.check_model_options(model, options, noise)
+    check.out_dir(out)
     family = plugins.resolve_noise(noise, plugins.parse_params(noise_param), sweep_param)
-    spec = TrainSpec(model=model, dataset=plugins.data_reference(dataset or MODELS[model].dataset), noise=noise,
+    spec = TrainSpec(model=model, dataset=data_ref, noise=noise,
                      sigma_train=sigma, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                      momentum=momentum, weight_decay=weight_decay, seed=seed, train_limit=train_limit,
                      augment=augment, allow_partial=allow_partial, noise_params=family.params,
-                     sweep_param=family.param, model_options=plugins.parse_params(model_option, "--model-option"))
+                     sweep_param=family.param, model_options=options)
     checkpoint = out / "models" / f"{spec.key}.safetensors"
     from noisynn.engine.rundir_lock import RunDirLock
 
     lock = RunDirLock(out).acquire()  # one writer per --out (a second one is refused in one line)
     if lock.stale is not None and not as_json:
         typer.echo(f"note: took over the stale lock of pid {lock.stale.get('pid')} in {out}", err=True)
-    store = ResultStore(out / "results.sqlite")
-    store.claim(experiment="train", model=model, dataset=spec.dataset)
-    noise = family.label
+    try:  # the lock is released (and the store closed) on every way out, an error included
+        store = ResultStore(out / "results.sqlite")
+        try:
+            store.claim(experiment="train", model=model, dataset=spec.dataset)
+            noise = family.label
 
-    def report(m: dict) -> None:
-        store.add_epoch(EpochRow("train", model, noise, spec.sigma_train, seed, m["epoch"], m["batches"],
-                                 m["train_loss"], m["train_accuracy"], m["val_loss"], m["val_accuracy"],
-                                 m["seconds"], m["checkpoint"]))
-        if not as_json:
-            typer.echo(f"epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.4f}, clean test accuracy "
-                       f"{100 * m['val_accuracy']:.2f}% ({m['seconds']:.1f} s)")
+            def report(m: dict) -> None:
+                store.add_epoch(EpochRow("train", model, noise, spec.sigma_train, seed, m["epoch"], m["batches"],
+                                         m["train_loss"], m["train_accuracy"], m["val_loss"], m["val_accuracy"],
+                                         m["seconds"], m["checkpoint"]))
+                if not as_json:
+                    typer.echo(f"epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.4f}, clean test accuracy "
+                               f"{100 * m['val_accuracy']:.2f}% ({m['seconds']:.1f} s)")
 
-    def curve(m: dict) -> None:
-        store.add_curve(CurveRow("train", model, noise, spec.sigma_train, seed, m["batches"], m["epoch"],
-                                 m["val_loss"], m["val_accuracy"]))
+            def curve(m: dict) -> None:
+                store.add_curve(CurveRow("train", model, noise, spec.sigma_train, seed, m["batches"], m["epoch"],
+                                         m["val_loss"], m["val_accuracy"]))
 
-    result = train(spec, checkpoint, data_dir=data_dir, device=device, on_epoch=report,
-                   progress=progress_enabled(as_json), curve_every=curve_every, on_curve=curve)
-    store.close()
-    lock.release()  # (also released by the kernel if this process dies)
+            result = train(spec, checkpoint, data_dir=data_dir, device=device, on_epoch=report,
+                           progress=progress_enabled(as_json), curve_every=curve_every, on_curve=curve)
+        finally:
+            store.close()
+    finally:
+        lock.release()  # (also released by the kernel if this process dies)
     if as_json:
         emit_json({"checkpoint": str(result.checkpoint), "sha256": result.sha256, "epochs_run": result.epochs_run,
                    "metrics": result.metrics})
@@ -102,19 +121,19 @@ def train_command(
 def _sigmas(text: str) -> list[float]:
     from noisynn.engine.evaluation import parse_range
 
-    return parse_range(text)
+    return parse_range(text, "--sigma")
 
 
-def _runs(text: str) -> int | str:
-    if text == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise NoisynnError(f"--runs must be a positive integer or 'auto', got {text!r}") from None
-    if value < 1:
-        raise NoisynnError(f"--runs must be a positive integer or 'auto', got {text!r}")
-    return value
+def _check_inputs(checkpoint: Path, limit: int | None, dataset: str | None, device: str) -> None:
+    """The checks evaluate and vote share, before any work: the limit, the device, the checkpoint, the data."""
+    from noisynn.engine import plugins
+    from noisynn.engine import validation as check
+
+    check.limit(limit, "--limit")
+    check.device(device)
+    check.checkpoint_file(checkpoint)
+    if dataset is not None:
+        check.dataset(plugins.data_reference(dataset))
 
 
 def _load(checkpoint: Path, data_dir: str | None, device: str, limit: int | None, dataset: str | None = None):
@@ -156,9 +175,14 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Accuracy under noisy inference at each sigma_val: mean over runs, with standard error."""
+    from noisynn.engine import validation as check
     from noisynn.engine.evaluation import evaluate_point
 
-    sigmas, n_runs = _sigmas(sigma), _runs(runs)
+    sigmas, n_runs = _sigmas(sigma), check.runs(runs)
+    check.evaluation_cost(n_runs, len(sigmas))
+    check.number(target, "--target", low=0, low_open=True, high=100, high_open=True,
+                 fix=" (percentage points, e.g. 0.05)")
+    _check_inputs(checkpoint, limit, dataset, device)
     model, test, meta = _load(checkpoint, data_dir, device, limit, dataset)
     family = _noise(meta, noise, noise_param, sweep_param)
     kind = family.label
@@ -202,15 +226,14 @@ def vote_command(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Accuracy of predicting by the mode of K noisy inferences, against K (paper 2, fig. 11)."""
+    from noisynn.engine import validation as check
     from noisynn.engine.evaluation import mean_stderr, vote_curve
 
-    try:
-        lo, hi = (int(v) for v in votes.split(":")) if ":" in votes else (1, int(votes))
-    except ValueError:
-        raise NoisynnError(f"--votes must be K or FIRST:LAST (e.g. 1:20), got {votes!r}") from None
-    if not 1 <= lo <= hi:
-        raise NoisynnError(f"--votes must satisfy 1 <= FIRST <= LAST, got {votes!r}")
+    lo, hi = check.votes_option(votes)
+    check.integer(trials, "--trials", high=check.MAX_TRIALS)
     sigmas = _sigmas(sigma)
+    check.vote_cost(hi, trials, len(sigmas))
+    _check_inputs(checkpoint, limit, dataset, device)
     model, test, meta = _load(checkpoint, data_dir, device, limit, dataset)
     family = _noise(meta, noise, noise_param, sweep_param)
     kind = family.label

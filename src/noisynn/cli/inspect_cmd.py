@@ -23,7 +23,9 @@ def _load(target: str) -> tuple[torch.nn.Module, tuple[int, ...] | None, str]:
     path = Path(target)
     if path.suffix == ".safetensors" or path.exists():
         from noisynn.engine.training import load_trained
+        from noisynn.engine.validation import checkpoint_file
 
+        checkpoint_file(path)  # a trained model's metadata, or one line naming the file
         model, meta = load_trained(path)
         shape = meta.get("sample_shape")
         return model, tuple(shape) if shape else None, "checkpoint"
@@ -75,6 +77,9 @@ def inspect_command(
     A model with no noise site yet (a plain torch model) is shown as noisynn.convert makes it,
     unless --no-convert.
     """
+    from noisynn.engine import validation as check
+
+    check.integer(tokens, "--tokens", low=0, fix=" (0: float inputs)")
     model, known_shape, what = _load(target)
     shape = _shape(input_shape) or known_shape
     if not no_convert and not any(True for _ in noise_sites(model, hosts=True)):

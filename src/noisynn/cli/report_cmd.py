@@ -27,13 +27,17 @@ def report_command(
 ) -> None:
     """Write DIR/report/report.html: accuracy curves and grid, learning curves, weights, LSTM states,
     softmax runs, voting, and the papers' published numbers next to the measured ones."""
+    from noisynn.engine import validation as check
     from noisynn.engine.training import resolve_device
     from noisynn.report import build_report
 
-    if softmax_runs < 0 or state_samples < 1:
-        raise NoisynnError("--softmax-runs must be >= 0 and --state-samples >= 1")
+    check.integer(softmax_runs, "--softmax-runs", low=0, high=check.MAX_SOFTMAX_RUNS, fix=" (0 skips them)")
+    check.integer(state_samples, "--state-samples")
+    check.device(device)
     if not run_dir.is_dir():
         raise NoisynnError(f"{run_dir} is not a directory: give the --out directory of a sweep")
+    if out is not None:
+        check.out_dir(out)
     if out is None and not os.access(run_dir, os.W_OK):
         raise NoisynnError(f"{run_dir} is read-only: give --out FOLDER for the report (the run is only read)")
     log = None if as_json else (lambda m: typer.echo(m, err=True))

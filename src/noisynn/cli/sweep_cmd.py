@@ -20,10 +20,10 @@ def _executor(workers: int, options: dict | None = None):
         from noisynn.engine.sweep import make_executor
 
         return make_executor(workers=workers, **options)
+    from noisynn.engine import validation as check
     from noisynn.engine.sweep import LocalExecutor, ProcessExecutor
 
-    if workers < 1:
-        raise NoisynnError(f"--workers must be >= 1, got {workers}")
+    check.workers(workers)
     return LocalExecutor() if workers == 1 else ProcessExecutor(workers)
 
 
@@ -33,9 +33,12 @@ def _override(plan, model: str | None, dataset: str | None, noise: str | None, n
     import dataclasses
 
     from noisynn.engine import plugins
+    from noisynn.engine import validation as check
 
     if not (model or dataset or noise or noise_param or sweep_param):
         return plan
+    if dataset:
+        check.dataset(plugins.data_reference(dataset))
     train = dict(plan.train)
     if noise or noise_param or sweep_param:
         params = {} if noise else dict(train.get("noise_params") or {})  # a new class starts afresh
@@ -46,19 +49,26 @@ def _override(plan, model: str | None, dataset: str | None, noise: str | None, n
     plan = dataclasses.replace(plan, model=model or plan.model, noise=noise or plan.noise, train=train,
                                dataset=plugins.data_reference(dataset) if dataset else plan.dataset)
     plan.train_spec(plan.sigma_train[0], 0)  # validates
+    plugins.check_model_options(plan.model, plan.train.get("model_options"), plan.noise)
     return plan
 
 
 def _sweep(preset: str, profile: str, out: Path, seed: int, data_dir, device: str, workers: int,
            as_json: bool, overrides: tuple = (None,) * 5, executor_options: dict | None = None) -> dict:
+    from noisynn.engine import validation as check
     from noisynn.engine.presets import load_plan
     from noisynn.engine.sweep import run_sweep
 
-    plan = _override(load_plan(preset, profile), *overrides)
+    # everything is checked before the run directory is created, locked or claimed
+    check.out_dir(out)
+    check.device(device)
+    check.workers(workers)
+    plan = _override(load_plan(preset, profile), *overrides)  # the preset's values, its data, model and noise
     log = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
+    executor = _executor(workers, executor_options)
     t0 = time.perf_counter()
-    summary = run_sweep(plan, out, seed=seed, data_dir=data_dir, device=device,
-                        executor=_executor(workers, executor_options), progress=progress_enabled(as_json), log=log)
+    summary = run_sweep(plan, out, seed=seed, data_dir=data_dir, device=device, executor=executor,
+                        progress=progress_enabled(as_json), log=log)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.0f} s: {summary.computed} tasks computed, {summary.skipped} already done")
     return {"run_dir": str(out), "experiment": plan.name, "profile": plan.profile, "computed": summary.computed,
@@ -176,6 +186,10 @@ def results_command(
     as_json: bool = typer.Option(False, "--json", help="Print every point as JSON."),
 ) -> None:
     """Print a sweep's grid (finished points so far) as a table; export it as CSV."""
+    from noisynn.engine import validation as check
+
+    if as_csv is not None:
+        check.output_file(as_csv, "--csv")  # a missing folder is refused before anything is read or written
     with _store(run_dir) as store:
         points = store.points()
     if as_csv is not None:

@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from noisynn.engine.atomic import remove_orphans, unique_tmp
+from noisynn.engine.validation import checkpoint_meta
 from noisynn.errors import CheckpointError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_metadata", "weights_sha256", "optimizer_sha256",
@@ -179,7 +180,9 @@ def read_metadata(path: str | Path) -> dict:
     """The metadata of a checkpoint, without loading its tensors.
 
     Raises:
-        CheckpointError: missing, not a safetensors file, or not a noisynn checkpoint.
+        CheckpointError: missing, not a safetensors file, or not a noisynn checkpoint; metadata that is
+            not a JSON object, or a training checkpoint's lacking a field or of the wrong type
+            (:func:`noisynn.engine.validation.checkpoint_meta`).
     """
     from safetensors import safe_open
 
@@ -194,9 +197,10 @@ def read_metadata(path: str | Path) -> dict:
     if _META_KEY not in meta:
         raise CheckpointError(f"{path} is a safetensors file but not a noisynn checkpoint (no metadata)")
     try:
-        return json.loads(meta[_META_KEY])
+        document = json.loads(meta[_META_KEY])
     except json.JSONDecodeError:
         raise CheckpointError(f"checkpoint {path} has corrupt metadata; retrain or restore it") from None
+    return checkpoint_meta(document, path)  # a JSON object; a training checkpoint's fields all there, typed
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from noisynn import data as datasets
+from noisynn.engine import validation
 from noisynn.engine.plugins import NoiseFamily, resolve_noise
 from noisynn.engine.seeding import generator
 from noisynn.noise import NoiseModel, check_sigma
@@ -187,34 +188,70 @@ def majority_vote(logits: torch.Tensor) -> torch.Tensor:
     return (counts + tie_break).argmax(-1)
 
 
-def parse_range(text: str) -> list[float]:
+def parse_range(text: str, name: str | None = None) -> list[float]:
     """Parse ``"0:1:0.1"`` (start:stop:step, stop included) or ``"0,0.5,1"`` into sigmas.
 
+    ``name`` (a preset key or an option) prefixes the message. The rules are
+    :mod:`noisynn.engine.validation`'s: finite parts, at most ``MAX_SIGMAS`` values, each
+    sigma finite, >= 0 and within float32's range.
+
     Raises:
-        ValueError: malformed text or a sigma that is not a finite number >= 0.
+        ValueError: malformed text, a range that is not finite or gives too many values, or
+            a sigma that breaks the rules.
     """
-    text = str(text).strip()
+    raw = str(text).strip()
     try:
-        if ":" in text:
+        return _range_values(raw)
+    except ValueError as exc:
+        message = str(exc).splitlines()[0]
+        raise ValueError(f"{name}: {message}" if name else message) from None
+
+
+def _range_values(text: str) -> list[float]:
+    malformed = ValueError(f"malformed sigma range {text!r}: use start:stop:step (e.g. 0:1:0.1) or a list (0,0.5,1)")
+    if ":" in text:
+        try:
             parts = [float(p) for p in text.split(":")]
-            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
-                raise ValueError
-            start, stop, step = parts
-            n = int(math.floor((stop - start) / step + 1e-9)) + 1
-            values = [round(start + i * step, 9) for i in range(n)]
-        else:
+        except ValueError:
+            raise malformed from None
+        if len(parts) != 3:
+            raise malformed
+        start, stop, step = parts
+        n = validation.sigma_count(start, stop, step, text)  # finite, and a sane count
+        if n == 0:
+            raise malformed
+        values = [round(start + i * step, 9) for i in range(n)]
+    else:
+        try:
             values = [float(p) for p in text.split(",") if p.strip()]
-            if not values:
-                raise ValueError
-    except ValueError:
-        raise ValueError(f"malformed sigma range {text!r}: use start:stop:step (e.g. 0:1:0.1) or a list (0,0.5,1)") from None
-    return [check_sigma(v) for v in values]
+        except ValueError:
+            raise malformed from None
+        if not values:
+            raise malformed
+    return validation.sigma_list(values, f"sigma list {text!r}")
 
 
-def parse_sigmas(value) -> list[float]:
-    """A sigma list from a range string, a number or a list of numbers."""
+def parse_sigmas(value, name: str | None = None) -> list[float]:
+    """A sigma list from a range string, a number or a list of numbers (``name`` prefixes the message).
+
+    Raises:
+        ValueError: as :func:`parse_range`; an empty list; a value of another type (a bool, a table).
+    """
     if isinstance(value, str):
-        return parse_range(value)
+        return parse_range(value, name)
+    what = validation.show(name, value) if name else f"sigmas {value!r}"
+    if isinstance(value, (bool, dict)) or value is None:
+        raise ValueError(f"{what}: give a range such as \"0:1:0.1\", a list such as [0, 0.5, 1] or one number")
     if isinstance(value, (int, float)):
-        return [check_sigma(value)]
-    return [check_sigma(v) for v in value]
+        values = [value]
+    else:
+        try:
+            values = list(value)
+        except TypeError:
+            raise ValueError(f"{what}: give a range such as \"0:1:0.1\", a list such as [0, 0.5, 1] or one "
+                             "number") from None
+    try:
+        return validation.sigma_list(values, what)
+    except ValueError as exc:
+        message = str(exc).splitlines()[0]
+        raise ValueError(message if message.startswith(what) else f"{what}: {message}") from None

@@ -132,6 +132,29 @@ def check_model_reference(ref: str) -> None:
     _factory(ref)
 
 
+def check_model_options(ref: str, options: dict | None, noise_kind: str | None = None) -> None:
+    """Fail now (one line) if the model does not take ``options``: a registry network is built once at
+    its default size (a fraction of a second), a factory's signature is checked without calling it."""
+    options = dict(options or {})
+    if not options:
+        return
+    if ref in MODELS:
+        build_model(ref, noise_kind=noise_kind, **options)
+        return
+    fn = _factory(ref)
+    if fn is not None:
+        if "input_shape" in _parameters(fn):
+            options.setdefault("input_shape", ())  # given by the data when the model is built
+        _check_call(fn, options, f"model factory {ref!r}", ModelError)
+
+
+def _parameters(fn: Callable) -> set[str]:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
 def _factory(ref: str) -> Callable[..., nn.Module] | None:
     """The callable behind a reference (``None`` for a registry name)."""
     if ref in MODELS:
@@ -379,6 +402,25 @@ def data_reference(data: Any, *, name: str = "") -> str:
     ref = f"python:data-{digest.hexdigest()[:16]}"
     _LOCAL_DATA[ref] = (train, test)
     return ref
+
+
+def check_data_reference(ref: object) -> None:
+    """Fail now (one line) if ``ref`` names no data: an unknown name, a missing ``.npz``, a function that
+    cannot be imported or is not callable. Nothing is loaded (checked before anything is written)."""
+    if not isinstance(ref, str) or ref in datasets.DATASETS or ref.startswith("python:"):
+        return  # Python objects and python: references are checked when they are read
+    if _is_npz(ref):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise DataError(f"data file {path} not found: give the path of an .npz with {', '.join(NPZ_KEYS)}")
+        return
+    if is_import_reference(ref):
+        fn = _import(ref, "data", DataError)
+        if not callable(fn):
+            raise DataError(f"data {ref!r} is a {type(fn).__name__}, not callable: give a function returning the data")
+        return
+    raise DataError(f"unknown dataset {ref!r}; choose one of {', '.join(datasets.DATASETS)}, or give an .npz "
+                    "file or pkg.module:function")
 
 
 def _rows(ds: datasets.Dataset, layout: str | None) -> datasets.Dataset:

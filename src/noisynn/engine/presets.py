@@ -46,8 +46,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from noisynn.engine import validation
 from noisynn.engine.evaluation import parse_sigmas
-from noisynn.engine.plugins import is_import_reference
+from noisynn.engine.plugins import check_model_options, is_import_reference
 from noisynn.engine.training import TrainSpec
 from noisynn.errors import NoisynnError
 
@@ -124,56 +125,81 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
         doc = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PresetError(f"preset {path} is not valid TOML: {exc}") from None
-    for key in ("model", "dataset", "noise", "profile"):
-        if key not in doc:
-            raise PresetError(f"preset {path} lacks the key {key!r}")
+    top = _check_top_level(doc, path)
     profiles = doc["profile"]
     if profile not in profiles:
         raise PresetError(f"preset {doc.get('name', path.stem)!r} has no profile {profile!r}: use {', '.join(sorted(profiles))}")
-    p = dict(profiles[profile])
-    unknown = set(p) - _PROFILE_KEYS
-    if unknown:
-        raise PresetError(f"preset {path}: unknown keys {sorted(unknown)} in profile {profile!r}")
-    dataset = str(doc["dataset"])
+    where = f"preset {path}, profile {profile!r}"
+
+    def _error(message: str) -> PresetError:  # every check's message, prefixed with the file and the profile
+        return PresetError(f"{where}: {message}")
+
+    dataset = top["dataset"]
     if dataset.lower().endswith(".npz"):  # relative to the preset file
         dataset = str((path.parent / dataset).resolve())
     if any(is_import_reference(doc.get(k)) for k in ("model", "dataset", "noise")):
         folder = str(path.parent.resolve())
         if folder not in sys.path:
             sys.path.append(folder)  # the user's modules beside the preset
+    validation.dataset(dataset, "dataset", error=_error)  # a name, an existing .npz, an importable function
+    p = dict(validation.profile(profiles[profile], profile, dataset, _PROFILE_KEYS, error=_error))
     for key in ("model_options", "noise_params"):
         if key in doc:
-            if not isinstance(doc[key], dict):
-                raise PresetError(f"preset {path}: {key} must be a table")
             p[key] = dict(doc[key])
     if "sweep_param" in doc:
-        p["sweep_param"] = str(doc["sweep_param"])
+        p["sweep_param"] = doc["sweep_param"]
     try:
-        sigma_train = tuple(parse_sigmas(p.pop("sigma_train")))
-        sigma_val = tuple(parse_sigmas(p.pop("sigma_val")))
-        votes = int(p.pop("votes", 0))
-        vote_sigma_val = tuple(parse_sigmas(p.pop("vote_sigma_val"))) if "vote_sigma_val" in p else (
-            sigma_val if votes else ())
+        sigma_train = tuple(parse_sigmas(p.pop("sigma_train"), "sigma_train"))
+        sigma_val = tuple(parse_sigmas(p.pop("sigma_val"), "sigma_val"))
+        votes = p.pop("votes", 0)
+        vote_sigma_val = tuple(parse_sigmas(p.pop("vote_sigma_val"), "vote_sigma_val")) if "vote_sigma_val" in p \
+            else (sigma_val if votes else ())
         attack = _attack_section(doc, p.pop("attack", None))
         runs = p.pop("runs", 40)
-        if runs != "auto" and (not isinstance(runs, int) or runs < 1):
-            raise ValueError(f"runs must be a positive integer or 'auto', got {runs!r}")
+        vote_trials = p.pop("vote_trials", 1)
+        validation.plan_cost(len(sigma_train), len(sigma_val), runs, len(vote_sigma_val), votes, vote_trials,
+                             error=_error)
         plan = Plan(
             name=str(doc.get("name", path.stem)), title=str(doc.get("title", "")), profile=profile,
             model=doc["model"], dataset=dataset, noise=doc["noise"],
             sigma_train=sigma_train, sigma_val=sigma_val, runs=runs, target=float(p.pop("target", 0.0005)),
-            votes=votes, vote_sigma_val=vote_sigma_val, vote_trials=int(p.pop("vote_trials", 1)),
+            votes=votes, vote_sigma_val=vote_sigma_val, vote_trials=vote_trials,
             eval_limit=p.pop("eval_limit", None), vote_limit=p.pop("vote_limit", None),
-            curve_every=int(p.pop("curve_every", 0)), source=str(path),
+            curve_every=p.pop("curve_every", 0), source=str(path),
             train=p, extra=attack,
         )
         plan.train_spec(sigma_train[0], 0)  # validates model, noise, optimiser, numbers
+        check_model_options(plan.model, p.get("model_options"), plan.noise)
+    except PresetError:
+        raise
     except (KeyError, ValueError, TypeError, NoisynnError) as exc:
-        raise PresetError(f"preset {path}, profile {profile!r}: {str(exc).splitlines()[0]}") from None
+        raise PresetError(f"{where}: {str(exc).splitlines()[0]}") from None
     return plan
 
 
-_ATTACK_KEYS = {"eps", "alpha", "steps", "restarts", "limit", "eot", "eot_steps", "eot_restarts", "eot_limit"}
+def _check_top_level(doc: dict, path: Path) -> dict:
+    """The top level of a preset: known keys only, the required ones present, each of its type."""
+    unknown = sorted(set(doc) - set(validation.PRESET_KEYS))
+    if unknown:
+        raise PresetError(f"preset {path}: unknown top-level key{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)}: use {', '.join(validation.PRESET_KEYS)} (a profile's settings go "
+                          "in its [profile.NAME] table)")
+    for key in ("model", "dataset", "noise", "profile"):
+        if key not in doc:
+            raise PresetError(f"preset {path} lacks the key {key!r}")
+    for key in ("name", "title", "model", "dataset", "noise", "sweep_param", "source_model"):
+        if key in doc and (not isinstance(doc[key], str) or (key != "title" and not doc[key])):
+            raise PresetError(f"preset {path}: {validation.show(key, doc[key])}: must be a non-empty string")
+    for key in ("profile", "model_options", "noise_params"):
+        if key in doc and not isinstance(doc[key], dict):
+            raise PresetError(f"preset {path}: {validation.show(key, doc[key])}: must be a table "
+                              f"({'[profile.NAME] sections' if key == 'profile' else f'[{key}]'})")
+    if not doc["profile"]:
+        raise PresetError(f"preset {path} has no profile: add a [profile.quick] table")
+    return doc
+
+
+_ATTACK_KEYS = set(validation.ATTACK_KEYS)
 
 
 def _attack_section(doc: dict, attack: dict | None) -> dict:
