@@ -177,6 +177,14 @@ def test_bad_sigma_is_a_value_error_naming_the_value(bad):
         noisynn.noise("multiplicative", bad)
 
 
+def test_a_sigma_beyond_float32_is_refused_where_it_would_make_infinite_noise():
+    assert noisynn.Additive(3.4e38).sigma == 3.4e38  # the largest float32 values still work
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        noisynn.Additive(1e39)
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        noisynn.noise("multiplicative", 1e300)
+
+
 def test_unknown_kind_and_missing_sigma():
     with pytest.raises(ValueError, match="unknown noise kind 'gaussian'"):
         noisynn.noise("gaussian", 0.1)

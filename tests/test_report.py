@@ -235,6 +235,22 @@ def test_partial_and_empty_run_directories(sweep, tmp_path):
         write_report(tmp_path / "nothing-here")
 
 
+def test_a_train_directory_reports_and_a_stray_checkpoint_is_noted(tmp_path):
+    """`noisynn train`'s store names no noise (the checkpoint does); a non-checkpoint in models/ is noted."""
+    from typer.testing import CliRunner
+
+    from noisynn.cli.main import app
+
+    run = tmp_path / "train"
+    result = CliRunner().invoke(app, ["train", "rnn-rows", "--dataset", "digits", "--noise", "multiplicative",
+                                      "--sigma", "0.5", "--epochs", "1", "--out", str(run), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    (run / "models" / "stray.safetensors").write_bytes(b"not a checkpoint")
+    rep = build_report(run, softmax_runs=0, state_samples=16)
+    assert "weights" in rep.figures and "states_h" in rep.figures
+    assert any(n.startswith("models/stray.safetensors skipped:") for n in rep.notes), rep.notes
+
+
 def test_cli_report(sweep, tmp_path):
     from typer.testing import CliRunner
 

@@ -88,7 +88,13 @@ def check_sigma(sigma: Any) -> float:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    if value > _FLOAT32_MAX:
+        raise ValueError(f"sigma {value:g} is beyond float32's range (largest {_FLOAT32_MAX:.3g}): the noise would "
+                         "be infinite; give a smaller sigma")
     return value
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 _OVERRIDE: contextvars.ContextVar[NoiseModel | None] = contextvars.ContextVar(

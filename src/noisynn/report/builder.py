@@ -104,10 +104,12 @@ class _Writer:
         return name
 
 
-def _checkpoints(run_dir: Path, seed: int | None, model: str | None) -> dict[float, tuple[Path, dict]]:
+def _checkpoints(run_dir: Path, seed: int | None, model: str | None,
+                 notes: list[str] | None = None) -> dict[float, tuple[Path, dict]]:
     """``{sigma_train: (checkpoint, metadata)}`` of the run's trained models of ``model`` (any epoch).
 
-    Other networks in ``models/`` (an attack's source network NN_adv) are left out.
+    Other networks in ``models/`` (an attack's source network NN_adv) are left out; a file
+    that is not a readable checkpoint is skipped with a note saying why.
     """
     from noisynn.engine.checkpoint import read_metadata
 
@@ -117,7 +119,9 @@ def _checkpoints(run_dir: Path, seed: int | None, model: str | None) -> dict[flo
             continue  # early stopping's copies: the checkpoint itself is what was evaluated
         try:
             meta = read_metadata(path)
-        except NoisynnError:
+        except NoisynnError as exc:
+            if notes is not None:
+                notes.append(f"models/{path.name} skipped: {str(exc).splitlines()[0]}")
             continue
         if seed is not None and int(meta.get("seed", 0)) != seed:
             continue
@@ -298,7 +302,7 @@ def build_report(
     layers = None
     models_html = []
     if model_figures:
-        ckpts = _checkpoints(run_dir, seed, meta.get("model"))
+        ckpts = _checkpoints(run_dir, seed, meta.get("model"), notes)
         if ckpts:
             layers = _model_sections(ckpts, w, sections, notes, matched, grid, noise, title, data_dir, device,
                                      softmax_runs, state_samples, say, models_html, expected, weight_cmp)
@@ -540,6 +544,8 @@ def _model_sections(ckpts, w, sections, notes, matched, grid, noise, title, data
     family = noise_of(next(iter(models.values()))[1])
     if not family.builtin:
         noise = family  # a user's noise class, with its parameters
+    elif noise is None:  # a `noisynn train` directory: its store names no noise, the checkpoints do
+        noise = family.kind
     layers = analysis.count_noisy_layers(any_model)
 
     # weights
