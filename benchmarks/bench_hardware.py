@@ -118,8 +118,15 @@ class LSTMRows(nn.Module):
         self.rnn, self.fc, self.analog = rnn, fc, analog
     def forward(self, x):
         seq = x.transpose(0, 1)  # (T, B, F)
-        out = self.rnn(seq)[0] if not self.analog else self.rnn(seq)[0]
-        return self.fc(out[-1])
+        return self.fc(self.rnn(seq)[0][-1])
+
+def drift(module, t):
+    """drift_analog_weights on every analog layer or container (programs the chip, then drifts it)."""
+    if hasattr(module, "drift_analog_weights"):
+        module.drift_analog_weights(t)
+    else:
+        for child in module.children():
+            drift(child, t)
 
 def build(name, kind):
     if name == "cnn6":
@@ -145,7 +152,7 @@ for name, batch in cases:
     clean = build(name, "clean")
     for label, cls in (("C++ tile", InferenceRPUConfig), ("torch tile", TorchInferenceRPUConfig)):
         analog = build(name, cls)
-        analog.drift_analog_weights(86400.0)
+        drift(analog, 86400.0)
         def run_clean():
             with torch.no_grad(): clean(x)
         def run_analog():
