@@ -106,7 +106,8 @@ def table(results: dict) -> str:
                 row = next(r for r in m["rows"] if r["t"] == t and r["compensation"] == comp)
                 cells.append(f"{100 * row['accuracy']:.2f} ± {100 * row['chip_spread']:.2f} "
                              f"[{100 * row['read_spread']:.2f}]")
-            lines.append(f"| {label} | {100 * m['clean']:.2f} | {'yes' if comp else 'no'} | " + " | ".join(cells) + " |")
+            head = f"| {label} | {100 * m['clean']:.2f} | {'yes' if comp else 'no'} | "
+            lines.append(head + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

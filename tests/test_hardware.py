@@ -341,3 +341,19 @@ def test_a_pickled_chip_is_the_same_chip():
         first = layer_out(layer, chip, x)
         copy = pickle.loads(pickle.dumps(chip))
         assert torch.equal(layer_out(layer, copy, x), first)
+
+
+def test_bound_recurrent_path_edge_cases():
+    """No bias, an empty batch, an unbatched sequence: as the per-step definition."""
+    torch.manual_seed(15)
+    lstm = noisynn.NoisyLSTM(5, 7, bias=False, batch_first=True).eval()
+    chip = PCM(t=600.0, **PLAIN)
+    seq = torch.randn(3, 4, 5)
+    with torch.no_grad(), chip:
+        fast = lstm(seq)[0]
+        with reference():
+            slow = lstm(seq)[0]
+        assert torch.allclose(fast, slow, atol=1e-5)
+        out, (h, c) = lstm(torch.randn(0, 4, 5))
+        assert out.shape == (0, 4, 7) and h.shape == (1, 0, 7)
+        assert torch.allclose(lstm(seq[0])[0], fast[0], atol=1e-5)

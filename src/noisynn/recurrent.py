@@ -282,7 +282,8 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
                 t is not None and t.requires_grad for t in (seq, h, c, w_ih, w_hh, b_ih, b_hh))):
             from noisynn import hardware
 
-            bound = hardware.bind(model, Product(seq[:0, 0], w, None, F.linear, -1, True, False, (w_ih, w_hh)), site)
+            template = Product(seq.new_empty(0, w.size(1)), w, None, F.linear, -1, True, False, (w_ih, w_hh))
+            bound = hardware.bind(model, template, site)
             if bound is not None and _fast.usable(seq, model.generator) and bound_runs(seq, h, c):
                 return self._unroll_bound(seq, h, c, bound, bias, model.generator)
         for x_t in seq.unbind(0):
