@@ -284,7 +284,10 @@ class TrainTask:
         The events mirror what :meth:`run` writes and when: curve rows during an epoch; the
         best state (if the epoch is the best), the checkpoint and the epoch row after it;
         early stopping's hand-over (the last state, the best weights as the checkpoint) and
-        the stopping row at the end.
+        the stopping row at the end. A task of several epochs hands back only the files of
+        its last one (and the best state if it changed): the rows of its earlier epochs are
+        then written before the checkpoint that commits them, and a driver killed in between
+        trains those epochs again from the older checkpoint, to the same rows.
         """
         from noisynn.engine.checkpoint import read_metadata
 
