@@ -1,0 +1,64 @@
+"""Keep the issue-18 fidelity runs' stores in the repository, and put them back to resume.
+
+The three paper-1 experiments at the ``papers`` profile take longer than one working
+session on a 2-core machine, and a session's machine does not outlive it. Their
+``results.sqlite`` files (small: points, runs, epoch rows, early stopping) are kept
+here; checkpoints never are. A sweep resumed from a kept store retrains no model whose
+points are all measured (``noisynn.engine.sweep``), so only the model in training when
+the session ended is lost.
+
+    python docs/fidelity/keep.py save    --runs /work/fidelity   # consistent copies -> docs/fidelity/*.sqlite
+    python docs/fidelity/keep.py restore --runs /work/fidelity   # docs/fidelity/*.sqlite -> RUNS/NAME/results.sqlite
+    python docs/fidelity/keep.py status                          # what each kept store holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+EXPERIMENTS = {"paper1-lstm-rows": "lstm-rows", "paper1-lstm-strokes": "lstm-strokes", "paper1-rnn-rows": "rnn-rows"}
+MODELS, SIGMA_VAL = 11, 11
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """A consistent copy of a live WAL database (SQLite's online backup), written beside and renamed."""
+    tmp = dst.with_suffix(".tmp")
+    with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as a, sqlite3.connect(tmp) as b:
+        a.backup(b)
+        b.execute("PRAGMA journal_mode=DELETE")
+    tmp.replace(dst)
+
+
+def status(path: Path) -> str:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as c:
+        points = c.execute("SELECT COUNT(*) FROM points WHERE kind = 'noisy'").fetchone()[0]
+        models = c.execute("SELECT COUNT(*) FROM stopping").fetchone()[0]
+        epochs = c.execute("SELECT sigma_train, MAX(epoch) FROM epochs GROUP BY sigma_train").fetchall()
+    done = "complete" if points == MODELS * SIGMA_VAL else "in progress"
+    return (f"{path.name}: {done}: {models}/{MODELS} models stopped, {points}/{MODELS * SIGMA_VAL} points; "
+            f"epochs per sigma_train {dict(epochs)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=["save", "restore", "status"])
+    ap.add_argument("--runs", type=Path, default=Path("/work/fidelity"))
+    args = ap.parse_args()
+    for name, folder in EXPERIMENTS.items():
+        kept, live = HERE / f"{name}.papers.sqlite", args.runs / folder / "results.sqlite"
+        if args.action == "save" and live.exists():
+            _copy(live, kept)
+        elif args.action == "restore" and kept.exists():
+            if live.exists():
+                raise SystemExit(f"{live} exists: move it away first (restore never overwrites a run)")
+            live.parent.mkdir(parents=True, exist_ok=True)
+            _copy(kept, live)
+        if kept.exists():
+            print(status(kept))
+
+
+if __name__ == "__main__":
+    main()
