@@ -37,8 +37,13 @@ points; the driver checks the store *before* submitting one (a finished point is
 submitted) and writes each point the moment it comes back.
 
 :class:`ProcessExecutor` (local processes), :class:`noisynn.engine.ray_executor.RayExecutor`
-(a Ray cluster) and :class:`noisynn.engine.ray_executor.SubmititExecutor` (SLURM through
-submitit) are such executors.
+(a Ray cluster) and :class:`noisynn.engine.submitit_executor.SubmititExecutor` (SLURM through
+submitit) are such executors. Optional attributes tell the driver more: ``epochs_per_task``
+(default 1; None: a model in one task), ``storage`` (a folder every worker sees: checkpoints go
+to ``storage/models``), ``in_place`` (tasks run in the driver: ``task.run()``) and ``remote``
+(workers may not see the run directory). The one exception to "the driver alone writes":
+:class:`AttackTask` writes its points and its example cache itself, so it runs in the driver
+on a ``remote`` executor and in the worker processes of :class:`ProcessExecutor`.
 
 Re-running a sweep on the same directory skips every finished training epoch (the
 checkpoint) and every finished point (the store): it is how a killed sweep resumes.
