@@ -122,7 +122,7 @@ class Workspace:
         shipped, else a hidden folder beside ``beside`` (the same file system: the driver renames from it)."""
         if self.ship:
             _clean_dead_scratch()
-            return Path(tempfile.mkdtemp(prefix=f"noisynn-task-{os.getpid()}-"))
+            return Path(tempfile.mkdtemp(prefix=f"noisynn-task-{os.getpid()}-{_HOST_TAG}-"))
         folder = unique_tmp(beside).with_suffix(".work")
         folder.mkdir(parents=True)
         return folder
@@ -141,10 +141,11 @@ class Workspace:
 
 
 _MATERIALISED: dict[str, Path] = {}
+_HOST_TAG = hashlib.sha256(HOST.encode()).hexdigest()[:8]  # a folder of another host (or container) is never ours
 
 
 def _worker_dir() -> Path:
-    return Path(tempfile.gettempdir()) / f"noisynn-worker-{os.getpid()}"
+    return Path(tempfile.gettempdir()) / f"noisynn-worker-{os.getpid()}-{_HOST_TAG}"
 
 
 def _materialised(name: str, blob: bytes) -> Path:
@@ -169,10 +170,11 @@ def _materialised(name: str, blob: bytes) -> Path:
 
 
 def _clean_dead_scratch() -> None:
-    """Remove the temporary folders of worker processes of this machine that are gone (killed mid-task)."""
-    for folder in Path(tempfile.gettempdir()).glob("noisynn-*-*"):
+    """Remove the temporary folders of worker processes of this host that are gone (killed mid-task)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"noisynn-*-*-{_HOST_TAG}*"):
         parts = folder.name.split("-")
-        if len(parts) >= 3 and parts[1] in ("task", "worker") and parts[2].isdigit() and not pid_alive(int(parts[2])):
+        if (len(parts) >= 4 and parts[1] in ("task", "worker") and parts[2].isdigit() and parts[3] == _HOST_TAG
+                and not pid_alive(int(parts[2]))):
             shutil.rmtree(folder, ignore_errors=True)
 
 
