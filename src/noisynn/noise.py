@@ -94,7 +94,7 @@ def check_sigma(sigma: Any) -> float:
     return value
 
 
-_FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 _OVERRIDE: contextvars.ContextVar[NoiseModel | None] = contextvars.ContextVar(

@@ -466,6 +466,16 @@ def _check_expected(task, how: str) -> None:
                            "(noisynn data check) and the same noisynn version")
 
 
+def noisy_measurement(test, runs: int | str, target: float, limit: int | None, noise: dict) -> str:
+    """The measurement identity of a noisy point (:func:`~noisynn.engine.store.measurement`)."""
+    return measurement(test, runs=runs, target=target if runs == "auto" else None, limit=limit, noise=noise)
+
+
+def vote_measurement(test, votes: int, trials: int, limit: int | None, noise: dict) -> str:
+    """The measurement identity of a voting curve's points."""
+    return measurement(test, votes=votes, trials=trials, limit=limit, noise=noise)
+
+
 @dataclass(frozen=True)
 class EvalTask:
     """Evaluate one trained model at one sigma_val (``runs`` noisy passes over the test set).
@@ -491,8 +501,7 @@ class EvalTask:
                         meta["sigma_train"], self.sigma_val, votes=1, kind="noisy", seed=self.seed)
 
     def measurement(self, test, meta: dict) -> str:
-        return measurement(test, runs=self.runs, target=self.target if self.runs == "auto" else None,
-                           limit=self.eval_limit, noise=plugins.noise_of(meta).config())
+        return noisy_measurement(test, self.runs, self.target, self.eval_limit, plugins.noise_of(meta).config())
 
     def inputs(self) -> dict[str, Path]:
         return {Path(self.checkpoint).name: Path(self.checkpoint)}
@@ -537,8 +546,7 @@ class VoteTask:
                          self.sigma_val, votes=k, kind="vote", seed=self.seed) for k in range(1, self.votes + 1)]
 
     def measurement(self, test, meta: dict) -> str:
-        return measurement(test, votes=self.votes, trials=self.trials, limit=self.eval_limit,
-                           noise=plugins.noise_of(meta).config())
+        return vote_measurement(test, self.votes, self.trials, self.eval_limit, plugins.noise_of(meta).config())
 
     def inputs(self) -> dict[str, Path]:
         return {Path(self.checkpoint).name: Path(self.checkpoint)}
@@ -1082,8 +1090,7 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
     wanted: dict[PointKey, str] = {}
     test = load_data(spec.model, plan.dataset, "test", data_dir=task.data_dir, limit=plan.eval_limit,
                      allow_partial=spec.allow_partial, data_options=spec.data_options)
-    noisy = measurement(test, runs=plan.runs, target=plan.target if plan.runs == "auto" else None,
-                        limit=plan.eval_limit, noise=spec.family.config())
+    noisy = noisy_measurement(test, plan.runs, plan.target, plan.eval_limit, spec.family.config())
     for v in plan.sigma_val:
         wanted[PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, 1, "noisy", seed)] = noisy
     if plan.votes:
@@ -1091,7 +1098,7 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
         vtest = test if limit == plan.eval_limit else load_data(
             spec.model, plan.dataset, "test", data_dir=task.data_dir, limit=limit, allow_partial=spec.allow_partial,
             data_options=spec.data_options)
-        voted = measurement(vtest, votes=plan.votes, trials=plan.vote_trials, limit=limit, noise=spec.family.config())
+        voted = vote_measurement(vtest, plan.votes, plan.vote_trials, limit, spec.family.config())
         for v in plan.vote_sigma_val:
             for k in range(1, plan.votes + 1):
                 wanted[PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, k, "vote", seed)] = voted
