@@ -10,11 +10,18 @@ the session ended is lost.
     python docs/fidelity/keep.py save    --runs /work/fidelity   # consistent copies -> docs/fidelity/*.sqlite
     python docs/fidelity/keep.py restore --runs /work/fidelity   # docs/fidelity/*.sqlite -> RUNS/NAME/results.sqlite
     python docs/fidelity/keep.py status                          # what each kept store holds
+
+``save`` also writes ``NAME.papers.weights.json``: the weight power (E[w^2], RMS, max |w|
+over every trainable parameter) of each finished model, read from the checkpoint that
+was evaluated, which is checked against the store (its SHA-256 is the points'
+``checkpoint``). ``docs/fidelity/build.py`` needs only these committed files; ``save`` runs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -30,6 +37,31 @@ def _copy(src: Path, dst: Path) -> None:
         a.backup(b)
         b.execute("PRAGMA journal_mode=DELETE")
     tmp.replace(dst)
+
+
+def weight_power(run: Path, store: Path) -> dict:
+    """``{sigma_train: {count, mean_square, rms, max_abs, checkpoint}}`` of the finished models of one run."""
+    import torch
+    from safetensors.torch import load_file
+
+    from noisynn.engine.checkpoint import weights_sha256
+
+    out: dict[str, dict] = {}
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as c:
+        finished = c.execute("SELECT model, noise, sigma_train, seed, checkpoint FROM stopping").fetchall()
+    for model, noise, sigma, seed, sha in finished:
+        path = run / "models" / f"{model}-{noise}-s{sigma:.2f}-seed{seed}.safetensors"
+        if not path.exists():
+            continue
+        state = {k[len("model."):]: v for k, v in load_file(path).items() if k.startswith("model.")}
+        if weights_sha256(state) != sha:
+            raise SystemExit(f"{path}: its weights are not the ones the store evaluated (SHA-256 differs)")
+        w = torch.cat([v.reshape(-1).double() for k, v in state.items() if v.is_floating_point()
+                       and not k.endswith(("running_mean", "running_var"))])
+        ms = float(w.square().mean())
+        out[f"{sigma:g}"] = {"count": int(w.numel()), "mean_square": ms, "rms": math.sqrt(ms),
+                             "max_abs": float(w.abs().max()), "checkpoint": sha}
+    return out
 
 
 def status(path: Path) -> str:
@@ -51,6 +83,9 @@ def main() -> None:
         kept, live = HERE / f"{name}.papers.sqlite", args.runs / folder / "results.sqlite"
         if args.action == "save" and live.exists():
             _copy(live, kept)
+            power = weight_power(live.parent, kept)
+            (HERE / f"{name}.papers.weights.json").write_text(
+                json.dumps({"experiment": name, "profile": "papers", "sigma_train": power}, indent=1) + "\n")
         elif args.action == "restore" and kept.exists():
             if live.exists():
                 raise SystemExit(f"{live} exists: move it away first (restore never overwrites a run)")
@@ -58,6 +93,10 @@ def main() -> None:
             _copy(kept, live)
         if kept.exists():
             print(status(kept))
+    if args.action == "save":
+        import build  # this folder's docs/reproduction.md generator: the document follows the stores
+
+        build.write()
 
 
 if __name__ == "__main__":

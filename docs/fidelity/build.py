@@ -1,0 +1,191 @@
+"""Write paper 1's `papers`-profile section of docs/reproduction.md from the kept stores alone.
+
+Issue 18 runs paper 1's three experiments at the papers' own schedule (``--profile
+papers``). Their results stores are kept in this folder (``keep.py save``) together with
+the weight power of every finished model (``*.papers.weights.json``, computed by
+``keep.py save`` from the checkpoints, which are never committed). This script reads
+only those committed files and writes, between ``<!-- BEGIN papers -->`` and
+``<!-- END papers -->`` of ``docs/reproduction.md``, one section per experiment:
+
+* the state of the run (models stopped, points measured of 11 x 11);
+* every finished model: epochs run, best epoch, why it stopped, clean test accuracy;
+* the measured grid (accuracy and its standard error over the 40 runs), cells not yet
+  measured left empty;
+* the published cells next to the measured ones (difference, SE, > 2 points marked);
+* the papers' claims checked on what is measured (``pass (partial)`` while the row is
+  incomplete);
+* the weight power E[w^2] per sigma_train against the paper's.
+
+Nothing here depends on a run directory or a checkpoint, so the document can be
+regenerated anywhere from the repository::
+
+    python docs/fidelity/build.py            # rewrite the section
+    python docs/fidelity/build.py --check    # exit 1 if the section is not what the stores give
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DOC = HERE.parent / "reproduction.md"
+EXPERIMENTS = {
+    "paper1-lstm-rows": "Paper 1, fig. 2(a): LSTM reading MNIST row by row, additive noise",
+    "paper1-lstm-strokes": "Paper 1, fig. 2(b): LSTM reading the first 50 pen movements, additive noise",
+    "paper1-rnn-rows": "Paper 1, fig. 10: vanilla RNN reading MNIST row by row, additive noise",
+}
+GRID = [round(0.1 * i, 1) for i in range(11)]
+BEGIN, END = "<!-- BEGIN papers -->", "<!-- END papers -->"
+
+
+def store_path(name: str) -> Path:
+    return HERE / f"{name}.papers.sqlite"
+
+
+def weights_path(name: str) -> Path:
+    return HERE / f"{name}.papers.weights.json"
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _key(x: float) -> float:
+    return round(float(x), 9)
+
+
+def read(name: str) -> dict:
+    """The kept store of one experiment as plain data (points, stopping rows, epochs, meta)."""
+    from noisynn.engine import ResultStore
+
+    with ResultStore(store_path(name), readonly=True) as store:
+        return {"meta": store.meta(), "points": store.points(kind="noisy"), "stopping": store.stopping(),
+                "epochs": store.epochs()}
+
+
+def section(name: str, title: str) -> list[str]:
+    from noisynn.report import published
+
+    if not store_path(name).exists():
+        return [f"### {title}", "", f"*Not started: no `docs/fidelity/{store_path(name).name}` yet.*", ""]
+    data = read(name)
+    points = [p for p in data["points"] if p["votes"] == 1]
+    grid = {(_key(p["sigma_train"]), _key(p["sigma_val"])): p for p in points}
+    stopping = {_key(s["sigma_train"]): s for s in data["stopping"]}
+    epochs: dict[float, list[dict]] = {}
+    for e in data["epochs"]:
+        epochs.setdefault(_key(e["sigma_train"]), []).append(e)
+    done = len(grid)
+    state = "complete" if done == 121 and len(stopping) == 11 else "in progress"
+    lines = [f"### {title}", "",
+             f"`noisynn sweep {name} --profile papers` — store `docs/fidelity/{store_path(name).name}`: "
+             f"**{state}**, {len(stopping)} of 11 models stopped, {done} of 121 points measured.", ""]
+
+    rows = []
+    for st in GRID:
+        s, ran = stopping.get(st), epochs.get(st, [])
+        minutes = f"{sum(e['seconds'] for e in ran) / 60:.0f}"
+        if s is not None:
+            clean = grid.get((st, 0.0))
+            rows.append([f"{st:g}", s["epochs_run"], s["best_epoch"], s["stopped"],
+                         _pct(clean["accuracy"], 2) if clean else "", minutes])
+        elif ran:
+            rows.append([f"{st:g}", f"{max(e['epoch'] for e in ran)} so far", "", "training", "", minutes])
+    if rows:
+        lines += ["Models (early stopping on the held-out part of the training set):", ""]
+        lines += _table(["σ_train", "epochs run", "best epoch", "stopped", "clean test %", "training min"], rows)
+        lines += [""]
+
+    measured = [st for st in GRID if any((st, sv) in grid for sv in GRID)]
+    if measured:
+        lines += ["Measured accuracy (%) ± standard error over the runs, whole test set "
+                  "(rows σ_train, columns σ_val):", ""]
+        body = []
+        for st in measured:
+            cells = []
+            for sv in GRID:
+                p = grid.get((st, sv))
+                cells.append("" if p is None else (_pct(p["accuracy"]) + (f" ± {_pct(p['stderr'], 2)}"
+                                                                          if p["n_runs"] > 1 else "")))
+            body.append([f"{st:g}"] + cells)
+        lines += _table(["σ_train \\ σ_val"] + [f"{sv:g}" for sv in GRID], body) + [""]
+
+    cmp = [r for r in published.compare(published.published_cells(name), points) if r["measured"] is not None]
+    if cmp:
+        lines += ["Published against measured (%; Δ = measured − paper; **bold**: more than 2 points apart):", ""]
+        body = []
+        for r in cmp:
+            d = 100 * r["difference"]
+            dd = f"{d:+.1f}"
+            body.append([r["source"], f"{r['sigma_train']:g}", f"{r['sigma_val']:g}", f"{100 * r['value']:.1f}",
+                         _pct(r["measured"]), _pct(r["stderr"], 2), f"**{dd}**" if abs(d) > 2 else dd])
+        lines += _table(["source", "σ_train", "σ_val", "paper", "measured", "SE", "Δ"], body) + [""]
+
+    claims = published.check_claims(published.claims(name), points)
+    if claims:
+        lines += ["The paper's claims on what is measured:", ""]
+        partial = "" if state == "complete" else " (so far)"
+        lines += _table(["claim", "status", "detail"],
+                        [[c["text"], c["status"] + (partial if c["status"] != "not covered" else ""),
+                          c["detail"] or c["coverage"]] for c in claims]) + [""]
+
+    if weights_path(name).exists():
+        power = {_key(float(k)): v for k, v in json.loads(weights_path(name).read_text())["sigma_train"].items()}
+        pub = {}
+        for w in published.weight_power_published(name):
+            for pt in w["points"]:
+                pub[_key(pt["sigma_train"])] = pt["value"]
+        body = [[f"{st:g}", f"{power[st]['mean_square']:.4f}", "" if st not in pub else f"{pub[st]:.4f}"]
+                for st in GRID if st in power]
+        if body:
+            lines += ["Weight power E[w²] of the evaluated weights (all trainable parameters):", ""]
+            lines += _table(["σ_train", "measured", "paper"], body) + [""]
+    return lines
+
+
+def generate() -> str:
+    lines = [BEGIN, "", "*Generated by `python docs/fidelity/build.py` from the kept stores in `docs/fidelity/`; "
+             "do not edit by hand.*", ""]
+    for name, title in EXPERIMENTS.items():
+        lines += section(name, title)
+    return "\n".join(lines + [END])
+
+
+def write(doc: Path = DOC, *, check: bool = False) -> int:
+    """Rewrite (or with ``check``, compare) the section of ``doc``; 0 when it is (now) up to date."""
+    text = doc.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        print(f"{doc}: no {BEGIN} ... {END} markers: add them where the section belongs", file=sys.stderr)
+        return 2
+    head, rest = text.split(BEGIN, 1)
+    new = head + generate() + rest.split(END, 1)[1]
+    if check:
+        if new != text:
+            print(f"{doc}: the papers section is not what the kept stores give: run python docs/fidelity/build.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    doc.write_text(new, encoding="utf-8")
+    print(f"wrote the papers section of {doc}")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if docs/reproduction.md's section is stale")
+    ap.add_argument("--doc", type=Path, default=DOC)
+    args = ap.parse_args()
+    return write(args.doc, check=args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
