@@ -48,7 +48,7 @@ from noisynn.engine.seeding import generator
 from noisynn.noise import NoiseModel, PerSite
 from noisynn.repeat import repeat_forward
 
-__all__ = ["ChipsResult", "TimePoint", "evaluate_chips", "time_sweep", "TIMES"]
+__all__ = ["ChipsResult", "TimePoint", "evaluate_chips", "vote_chips", "time_sweep", "TIMES"]
 
 #: 1 s, 1 hour, 1 day, 1 month (30 days), 1 year (365 days): seconds after programming.
 TIMES = (1.0, 3600.0, 86400.0, 2592000.0, 31536000.0)
@@ -153,7 +153,37 @@ def _set_generator(noise: NoiseModel, gen: torch.Generator) -> None:
 
 
 def _chip_model(noise: NoiseModel, chip: int, overrides: dict[str, Any]) -> NoiseModel:
-    return noise.with_params(chip=chip, **overrides)
+    """Chip ``chip`` of ``noise`` (a model without a ``chip`` parameter is its only chip, 0)."""
+    if _has_param(noise, "chip"):
+        return noise.with_params(chip=chip, **overrides)
+    return noise.with_params(**overrides) if overrides else noise.with_params()
+
+
+def _chip_ids(noise: NoiseModel, chips: int | Iterable[int]) -> tuple[int, ...]:
+    """The chip numbers asked for, checked against the model (one chip, 0, if it has no ``chip`` parameter)."""
+    if not isinstance(noise, NoiseModel):
+        raise ValueError(f"chips need a noisynn.NoiseModel (e.g. noisynn.hardware.PCM), got {noise!r}")
+    chip_ids = tuple(range(_check_count("chips", chips))) if isinstance(chips, int) else tuple(chips)
+    if not chip_ids or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in chip_ids):
+        raise ValueError(f"chips must be a count >= 1 or chip numbers >= 0, got {chips!r}")
+    if not _has_param(noise, "chip") and chip_ids != (0,):
+        raise ValueError(f"{type(noise).__name__} has no 'chip' parameter (its weights are exact: every chip is the "
+                         f"same), so it is one chip: give chips=1, or a model with programming noise such as "
+                         f"noisynn.hardware.PCM")
+    return chip_ids
+
+
+def _overrides(noise: NoiseModel, t: float | None, compensation: bool | None) -> dict[str, Any]:
+    """``t`` / ``compensation`` to set on the chip model (each only if given; refused if the model lacks it)."""
+    out: dict[str, Any] = {}
+    for name, value in (("t", None if t is None else float(t)),
+                        ("compensation", None if compensation is None else bool(compensation))):
+        if value is None:
+            continue
+        if not _has_param(noise, name):
+            raise ValueError(f"{type(noise).__name__} has no {name!r} parameter: leave {name} unset")
+        out[name] = value
+    return out
 
 
 def _correct_per_read(model: nn.Module, test: datasets.Dataset, reads: int, batch_size: int) -> torch.Tensor:
@@ -180,6 +210,7 @@ def evaluate_chips(
     t: float | None = None,
     compensation: bool | None = None,
     seed: int = 0,
+    stream: tuple = (),
     batch_size: int = 1000,
 ) -> ChipsResult:
     """Program ``chips`` chips and read each ``reads`` times over the whole test set.
@@ -193,27 +224,21 @@ def evaluate_chips(
         reads: noisy reads per chip (each one pass over the test set).
         t, compensation: if given, override the model's time after programming (s) and
             global drift compensation.
-        seed: seeds the per-read noise (chip ``k``'s reads: ``(seed, "chip-reads", k)``).
+        seed, stream: seed the per-read noise (chip ``k``'s reads: ``(seed, *stream, "chip-reads", k)``;
+            the sweep's ``stream`` is the weights' SHA-256, as for its other points).
         batch_size: test samples per batch (times ``reads`` per forward call).
 
     Returns:
         :class:`ChipsResult` (mean accuracy, both spreads, every (chip, read) accuracy).
 
     Raises:
-        ValueError: the noise model has no ``chip`` parameter, or bad counts.
+        ValueError: bad counts; more than one chip of a model without a ``chip`` parameter
+            (:class:`~noisynn.hardware.Crossbar`: its weights are exact, it is one chip);
+            ``t`` / ``compensation`` given for a model without them.
     """
-    if not isinstance(noise, NoiseModel) or not _has_param(noise, "chip"):
-        raise ValueError(f"evaluate_chips needs a noise model with a 'chip' parameter (e.g. noisynn.hardware.PCM), "
-                         f"got {noise!r}")
-    chip_ids = tuple(range(_check_count("chips", chips))) if isinstance(chips, int) else tuple(chips)
-    if not chip_ids or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in chip_ids):
-        raise ValueError(f"chips must be a count >= 1 or chip numbers >= 0, got {chips!r}")
+    chip_ids = _chip_ids(noise, chips)
     reads = _check_count("reads", reads)
-    overrides: dict[str, Any] = {}
-    if t is not None:
-        overrides["t"] = float(t)
-    if compensation is not None:
-        overrides["compensation"] = bool(compensation)
+    overrides = _overrides(noise, t, compensation)
     was_training = model.training
     model.eval()
     t0 = time.perf_counter()
@@ -222,13 +247,63 @@ def evaluate_chips(
         with torch.inference_mode():
             for chip in chip_ids:
                 chip_model = _chip_model(noise, chip, overrides)
-                _set_generator(chip_model, generator(seed, "chip-reads", chip, device=test.x.device))
+                _set_generator(chip_model, generator(seed, *stream, "chip-reads", chip, device=test.x.device))
                 with chip_model:
                     correct = _correct_per_read(model, test, reads, batch_size)
                 accs.append(tuple((correct.double() / len(test)).tolist()))
     finally:
         model.train(was_training)
     return ChipsResult(tuple(accs), chip_ids, time.perf_counter() - t0)
+
+
+
+def vote_chips(
+    model: nn.Module,
+    test: datasets.Dataset,
+    noise: NoiseModel,
+    votes: int,
+    *,
+    chips: int | Iterable[int] = 4,
+    t: float | None = None,
+    compensation: bool | None = None,
+    seed: int = 0,
+    stream: tuple = (),
+    batch_size: int = 500,
+) -> tuple[torch.Tensor, tuple[int, ...], float]:
+    """Majority voting over K = 1..``votes`` reads of each chip (paper 2, sec. 3.3, on a programmed chip).
+
+    Each test sample is read ``votes`` times on the same chip (its programming, drift and
+    1/f noise fixed, the per-read noise fresh); the prediction with K votes is the mode of
+    the first K reads (:func:`noisynn.engine.evaluation.majority_vote`). Voting averages
+    out only what changes between reads: what the chip's programming did stays.
+
+    Returns:
+        ``(accuracy[chip, K - 1], chip numbers, seconds)``; chip ``k``'s reads draw from
+        ``(seed, *stream, "chip-votes", k)``.
+    """
+    from noisynn.engine.evaluation import majority_vote
+
+    chip_ids = _chip_ids(noise, chips)
+    votes = _check_count("votes", votes)
+    overrides = _overrides(noise, t, compensation)
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    result = torch.zeros(len(chip_ids), votes, dtype=torch.float64)
+    try:
+        with torch.inference_mode():
+            for i, chip in enumerate(chip_ids):
+                chip_model = _chip_model(noise, chip, overrides)
+                _set_generator(chip_model, generator(seed, *stream, "chip-votes", chip, device=test.x.device))
+                correct = torch.zeros(votes, dtype=torch.int64, device=test.y.device)
+                with chip_model:
+                    for xb, yb in datasets.batches(test, batch_size, shuffle=False):
+                        logits = repeat_forward(model, xb, votes, max_batch=MAX_BATCH)  # (K, B, C)
+                        correct += (majority_vote(logits) == yb).sum(1)
+                result[i] = correct.double().cpu() / len(test)
+    finally:
+        model.train(was_training)
+    return result, chip_ids, time.perf_counter() - t0
 
 
 def time_sweep(
@@ -250,7 +325,7 @@ def time_sweep(
     given one line per point. Returns one :class:`TimePoint` per (compensation, t), in that
     order (``row.as_dict()`` for a table).
     """
-    chip_ids = tuple(range(_check_count("chips", chips))) if isinstance(chips, int) else tuple(chips)
+    chip_ids = _chip_ids(noise, chips)
     rows = []
     for comp in compensation:
         for t in times:

@@ -25,6 +25,8 @@ vote_sigma_val     the sigma_val at which voting is measured (default: all of si
 vote_trials        independent voting trials per point (default 1)
 vote_limit         vote on the first N test samples only (default: as ``eval_limit``)
 adversarial        adversarial training: PGD ``{eps, alpha, steps, restarts, fraction}``
+hardware           overrides of the preset's ``[hardware]`` table (evaluation on programmed
+                   chips against time, hardware-aware training: :mod:`noisynn.engine.hardware_tasks`)
 attack             a transfer-attack sweep (paper 2, sec. 4): ``{eps, alpha, steps,
                    restarts, limit, eot, eot_steps, eot_restarts, eot_limit}``; the
                    top-level key ``source_model`` names NN_adv (``model`` is NN_val)
@@ -58,6 +60,7 @@ _PROFILE_KEYS = {
     "sigma_train", "sigma_val", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
     "train_limit", "runs", "target", "votes", "vote_sigma_val", "vote_trials", "augment", "allow_partial",
     "data_options", "eval_limit", "vote_limit", "adversarial", "attack", "curve_every", "early_stopping",
+    "hardware",
 }
 
 
@@ -155,6 +158,7 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
         vote_sigma_val = tuple(parse_sigmas(p.pop("vote_sigma_val"), "vote_sigma_val")) if "vote_sigma_val" in p \
             else (sigma_val if votes else ())
         attack = _attack_section(doc, p.pop("attack", None))
+        hardware = p.pop("hardware", None)  # the profile's overrides of [hardware] (engine/hardware_tasks.py)
         runs = p.pop("runs", 40)
         vote_trials = p.pop("vote_trials", 1)
         validation.plan_cost(len(sigma_train), len(sigma_val), runs, len(vote_sigma_val), votes, vote_trials,
@@ -168,6 +172,9 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
             curve_every=p.pop("curve_every", 0), source=str(path),
             train=p, extra=attack,
         )
+        from noisynn.engine import hardware_tasks
+
+        plan = hardware_tasks.attach(plan, doc.get("hardware"), hardware, error=_error)  # evaluation on chips
         plan.train_spec(sigma_train[0], 0)  # validates model, noise, optimiser, numbers
         check_model_options(plan.model, p.get("model_options"), plan.noise)
     except PresetError:

@@ -31,6 +31,14 @@ Schema (also in the README):
     ``curve_every`` mini-batches when training asks for it (``experiment, model, noise,
     sigma_train, seed, batches`` (mini-batches so far), ``epoch, val_loss,
     val_accuracy`` (clean, on the first ``curve_samples`` test samples)).
+``chips``: a hardware point's chips (issue 17; :mod:`noisynn.engine.hardware_tasks`), one row
+    per ``points`` row of kind ``chips-*`` (``point_id, hardware`` (the chip model's label),
+    ``t`` (seconds after programming; also the point's ``sigma_val``), ``compensation`` (1, 0,
+    NULL: the model has none), ``n_chips, n_reads`` (reads per chip; K for a voting point),
+    ``chip_spread`` (sample std of the per-chip means), ``read_spread`` (mean over chips of
+    the sample std of a chip's reads; 0 for a voting point), ``per_chip`` (JSON list of
+    the per-chip means)); the point's ``runs`` are ``chip * n_reads + read`` (one per chip
+    for a voting point).
 ``meta``: ``key, value`` pairs: which experiment and profile own this directory.
 
 Opening: ``ResultStore(path)`` creates or migrates the file (WAL journal, so readers
@@ -60,7 +68,8 @@ from pathlib import Path
 
 from noisynn.errors import NoisynnError
 
-__all__ = ["ResultStore", "PointKey", "Point", "measurement", "EpochRow", "CurveRow", "StoppingRow", "StoreError"]
+__all__ = ["ResultStore", "PointKey", "Point", "measurement", "EpochRow", "CurveRow", "StoppingRow", "ChipRow",
+           "StoreError"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -97,6 +106,12 @@ CREATE TABLE IF NOT EXISTS curve (
     sigma_train REAL NOT NULL, seed INTEGER NOT NULL, batches INTEGER NOT NULL,
     epoch INTEGER NOT NULL, val_loss REAL NOT NULL, val_accuracy REAL NOT NULL,
     PRIMARY KEY (experiment, model, noise, sigma_train, seed, batches)
+);
+CREATE TABLE IF NOT EXISTS chips (
+    point_id INTEGER PRIMARY KEY REFERENCES points(id) ON DELETE CASCADE,
+    hardware TEXT NOT NULL, t REAL NOT NULL, compensation INTEGER,
+    n_chips INTEGER NOT NULL, n_reads INTEGER NOT NULL,
+    chip_spread REAL NOT NULL, read_spread REAL NOT NULL, per_chip TEXT NOT NULL
 );
 """
 
@@ -273,6 +288,20 @@ class CurveRow:
     epoch: int
     val_loss: float
     val_accuracy: float
+
+
+@dataclass(frozen=True)
+class ChipRow:
+    """The chips of a hardware point (the ``chips`` table): written with its point, in one transaction."""
+
+    hardware: str
+    t: float
+    compensation: bool | None
+    n_chips: int
+    n_reads: int
+    chip_spread: float
+    read_spread: float
+    per_chip: tuple[float, ...]
 
 
 class ResultStore:
@@ -531,6 +560,31 @@ class ResultStore:
         with self._errors(False):
             rows = self._conn.execute("SELECT accuracy FROM runs WHERE point_id = ? ORDER BY run", (point_id,))
             return [r[0] for r in rows]
+
+    # -- chips (hardware points) ---------------------------------------------------
+    def replace_chip_points(self, pairs: Iterable[tuple[Point, ChipRow]]) -> None:
+        """Write hardware points and their ``chips`` rows in one transaction, replacing any with the same keys."""
+        with self._errors(True), self._transaction():
+            for point, chip in pairs:
+                self._conn.execute(f"DELETE FROM points WHERE {self._WHERE}", self._key_args(point.key))
+                self._insert(point)
+                point_id = self._conn.execute(f"SELECT id FROM points WHERE {self._WHERE}",
+                                              self._key_args(point.key)).fetchone()[0]
+                self._conn.execute(
+                    "INSERT INTO chips VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (point_id, chip.hardware, float(chip.t), None if chip.compensation is None else int(chip.compensation),
+                     chip.n_chips, chip.n_reads, chip.chip_spread, chip.read_spread, json.dumps(list(chip.per_chip))))
+
+    def chip_points(self, experiment: str | None = None) -> list[dict]:
+        """The hardware points with their ``chips`` row (``compensation`` as True/False/None, ``per_chip`` a list)."""
+        where, args = ("WHERE p.experiment = ? ", [experiment]) if experiment is not None else ("", [])
+        rows = self._dicts("SELECT p.*, c.hardware, c.t, c.compensation, c.n_chips, c.n_reads, c.chip_spread, "
+                           f"c.read_spread, c.per_chip FROM points p JOIN chips c ON c.point_id = p.id {where}"
+                           "ORDER BY p.experiment, p.kind, p.noise, p.sigma_train, c.t, p.votes", args)
+        for row in rows:
+            row["compensation"] = None if row["compensation"] is None else bool(row["compensation"])
+            row["per_chip"] = json.loads(row["per_chip"])
+        return rows
 
     # -- epochs --------------------------------------------------------------------
     def add_epoch(self, row: EpochRow) -> None:

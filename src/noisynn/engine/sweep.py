@@ -893,6 +893,8 @@ class _Driver:
             with self.store() as store:
                 task.recover(store)
             return task
+        if hasattr(task, "prepare_in_driver"):  # a task that checks the store itself (hardware_tasks.ChipsTask)
+            return task.prepare_in_driver(self.store, self.log)
         if not isinstance(task, (EvalTask, VoteTask)):
             return task
         from noisynn.engine.checkpoint import read_metadata
@@ -929,13 +931,15 @@ class _Driver:
             self.summary.skipped += 1
             return None
         with self.store() as store:
-            if isinstance(task, VoteTask):
+            if hasattr(task, "commit"):  # a task that writes its own rows (hardware_tasks.ChipsTask)
+                task.commit(store, points)
+            elif isinstance(task, VoteTask):
                 store.replace_points(points)
             else:
                 for point in points:
                     store.add_point(point)
         for point in points:
-            for note in point.notes:
+            for note in getattr(point, "notes", ()):
                 self.log(note)
         self.summary.computed += 1
         return None
@@ -1055,18 +1059,23 @@ def _sweep_with(executor, plan: Plan, run_dir: Path, seed: int, data_dir, device
     common = dict(run_dir=str(run_dir), experiment=plan.name, seed=seed, data_dir=data_dir, device=device,
                   eval_limit=plan.eval_limit)
     vote_common = {**common, "eval_limit": plan.vote_limit or plan.eval_limit}
+    from noisynn.engine import hardware_tasks  # a preset's [hardware] table: chips tasks, hardware-aware models
+
+    aware = hardware_tasks.aware_train_tasks(plan, trains[0], seed) if trains else []
     chains = []
-    for t in trains:
+    for t in [*trains, *aware]:
         evals = [EvalTask(checkpoint=str(t.checkpoint), sigma_val=v, runs=plan.runs, target=plan.target, **common)
-                 for v in plan.sigma_val]
+                 for v in plan.sigma_val] if t not in aware else []
         votes = [VoteTask(checkpoint=str(t.checkpoint), sigma_val=v, votes=plan.votes, trials=plan.vote_trials,
-                          **vote_common) for v in plan.vote_sigma_val] if plan.votes else []
-        if not t.checkpoint.exists() and _measured_without_checkpoint(plan, t, seed):
-            summary.skipped += len(evals) + len(votes)
+                          **vote_common) for v in plan.vote_sigma_val] if plan.votes and t not in aware else []
+        chips = hardware_tasks.chip_tasks(plan, t, **common)
+        if not t.checkpoint.exists() and (t in aware or _measured_without_checkpoint(plan, t, seed)) \
+                and hardware_tasks.measured_without_checkpoint(plan, t, chips, seed):
+            summary.skipped += len(evals) + len(votes) + len(chips)
             log(f"{t.spec.key}: every point is in the store and the model is finished; its checkpoint is not "
                 "here, and no longer needed")
             continue
-        chains.append([t, *evals, *votes])
+        chains.append([t, *evals, *votes, *chips])
     schedule(executor, chains, desc="sweep", progress=progress, on_result=driver.done, prepare=driver.prepare)
     _clean_scratch(models)
     return summary

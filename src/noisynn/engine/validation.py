@@ -103,7 +103,7 @@ AUTO_RUNS = 200
 
 #: The keys a preset file may have at its top level.
 PRESET_KEYS = ("name", "title", "model", "dataset", "noise", "profile", "model_options", "noise_params",
-               "sweep_param", "source_model")
+               "sweep_param", "source_model", "hardware")
 
 #: What the metadata of a checkpoint written by ``noisynn train`` always holds.
 CHECKPOINT_FIELDS = ("model", "dataset", "noise", "sigma_train", "epoch", "spec", "sample_shape")

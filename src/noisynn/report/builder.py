@@ -315,6 +315,11 @@ def build_report(
     if votes:
         sections.append(("voting", "Voting", _voting_section(votes, w, title, noise, layers, points)))
 
+    # -- hardware: programmed chips against time (issue 17) ----------------------------------------
+    chips_section = _chips_section(run_dir, experiment, meta, w, title)
+    if chips_section is not None:
+        sections.append(chips_section)
+
     # -- runs used -------------------------------------------------------------------------------
     runs = analysis.runs_summary(points, published.paper_runs(experiment) or _paper_runs_for_model(meta))
     sections.append(("runs", "Noisy runs used", _runs_html(runs, experiment)))
@@ -683,3 +688,57 @@ def _model_sections(ckpts, w, sections, notes, matched, grid, noise, title, data
                                 "often given a high probability."))
         sections.append(("softmax", "Softmax outputs over noisy runs", "\n".join(parts)))
     return layers
+
+
+def _chips_section(run_dir: Path, experiment: str, meta: dict, w: _Writer, title: str) -> tuple[str, str, str] | None:
+    """The hardware section (a preset's ``[hardware]`` table): accuracy against time after programming with
+    chip-to-chip bands, voting on a chip, their table and CSV; None when the store has no chips points."""
+    from noisynn.engine.store import ResultStore
+
+    with ResultStore(run_dir / STORE, readonly=True) as store:
+        rows = store.chip_points(experiment or None)
+    if not rows:
+        return None
+
+    def training(r: dict) -> str:
+        if r["noise"] == meta.get("noise", r["noise"]) and r["noise"] in ("additive", "multiplicative"):
+            return "conventional" if r["sigma_train"] == 0 else f"Gaussian DNI σ_train = {r['sigma_train']:g}"
+        return f"hardware-aware ({r['noise'].split('-')[0]}) σ_train = {r['sigma_train']:g}"
+
+    for r in rows:
+        r["training"] = training(r)
+    rank = {"conventional": 0, "Gaussian DNI": 1, "hardware-aware": 2}
+    rows.sort(key=lambda r: (next(v for k, v in rank.items() if r["training"].startswith(k)), r["noise"],
+                             r["sigma_train"], r["kind"], r["t"], r["votes"]))
+    hardware = ", ".join(sorted({r["hardware"] for r in rows}))
+    single = [r for r in rows if not r["kind"].startswith("chips-vote")]
+    voted = [r for r in rows if r["kind"].startswith("chips-vote")]
+    w.csv("chips.csv", rows, ["experiment", "model", "noise", "sigma_train", "training", "kind", "hardware", "t",
+                              "compensation", "votes", "n_chips", "n_reads", "accuracy", "chip_spread",
+                              "read_spread", "per_chip", "seconds", "checkpoint"])
+    body = []
+    if single:
+        w.fig("chips_time", figures.accuracy_vs_time(single, title=title, hardware=hardware))
+        body.append(figure("chips_time", "accuracy against time after programming",
+                           "Accuracy on programmed chips against the time after programming (log axis), one line "
+                           "per training kind, solid with global drift compensation, dashed without; the band is "
+                           "the mean ± the chip-to-chip spread (sample std of the per-chip means). Every model is "
+                           "read on the same chips at every time."))
+        times = sorted({r["t"] for r in single})
+        head = ["training", "compensation"] + [f"t = {t:g} s" for t in times]
+        lines: dict[tuple, dict] = {}
+        for r in single:
+            lines.setdefault((r["training"], r["compensation"]), {})[r["t"]] = r
+        cells = []
+        for (name, comp), by_t in lines.items():
+            cells.append([esc(name), "–" if comp is None else ("yes" if comp else "no")] + [
+                (f"{fmt_pct(by_t[t]['accuracy'])} ± {fmt_pct(by_t[t]['chip_spread'])} "
+                 f"[{fmt_pct(by_t[t]['read_spread'])}]") if t in by_t else "–" for t in times])
+        body.append("<p>Accuracy (%): mean over chips × reads ± chip-to-chip spread [read-to-read spread].</p>"
+                    + table(head, cells))
+    if voted:
+        w.fig("chips_votes", figures.chip_vote_accuracy(voted, title=title, hardware=hardware))
+        body.append(figure("chips_votes", "majority voting on a programmed chip",
+                           "Majority voting over K reads of the same chip, accuracy against K, one line per "
+                           "training kind; the band is the mean ± the chip-to-chip spread."))
+    return ("hardware", "On programmed chips: accuracy against time", "\n".join(body))

@@ -17,6 +17,8 @@ weight_power                E[w²] (paper 1, text) and √E[w²] (paper 2, table
 softmax_distribution        paper 2, figs. 4, 5 (10 softmax outputs over 10,000 noisy runs)
 vote_accuracy               paper 2, fig. 11 (accuracy against the number of votes K)
 stroke_lengths              paper 1, fig. 6 (length of the MNIST pen-stroke sequences)
+accuracy_vs_time            issue 17: accuracy on programmed chips against time after programming
+chip_vote_accuracy          issue 17: majority voting over K reads of each (drifted) chip
 ==========================  ===================================================================
 """
 
@@ -37,7 +39,8 @@ from noisynn.report.analysis import accuracy_grid, vote_curves
 
 __all__ = [
     "accuracy_vs_sigma", "accuracy_heatmap", "learning_curves", "state_distributions", "weight_histograms",
-    "weight_power", "softmax_distribution", "vote_accuracy", "stroke_lengths", "SIGMA_VAL_LABEL",
+    "weight_power", "softmax_distribution", "vote_accuracy", "stroke_lengths", "accuracy_vs_time", "chip_vote_accuracy",
+    "SIGMA_VAL_LABEL",
 ]
 
 SIGMA_VAL_LABEL = "σ_val: inference noise standard deviation (dimensionless)"
@@ -447,6 +450,100 @@ def vote_accuracy(points: Sequence[Mapping], *, title: str = "") -> Figure:
         _empty(axes[0], "no voting points")
     fig.suptitle((title + ": " if title else "") + "accuracy of majority voting against the number of votes",
                  fontsize=10)
+    return fig
+
+
+# -- chips (hardware points) ----------------------------------------------------------------
+#: Where the time axis of :func:`accuracy_vs_time` has named ticks (seconds after programming).
+TIME_TICKS = ((1.0, "1 s"), (60.0, "1 min"), (3600.0, "1 h"), (86400.0, "1 day"), (2592000.0, "1 month"),
+              (31536000.0, "1 year"))
+
+
+def accuracy_vs_time(rows: Sequence[Mapping], *, title: str = "", hardware: str = "") -> Figure:
+    """Accuracy on programmed chips against time after programming (log axis), with chip-to-chip bands.
+
+    One line per training kind (colour) and drift compensation (solid: on, dashed: off);
+    the band is mean ± the chip-to-chip spread (sample std of the per-chip means); the
+    read-to-read spread is in the CSV beside it.
+
+    Args:
+        rows: chips points (:meth:`ResultStore.chip_points`), each with a ``training``
+            label added (the key of a line), ``t``, ``compensation``, ``accuracy``, ``chip_spread``.
+        title, hardware: the figure's title and the chip model's description (subtitle).
+    """
+    fig = _figure(7.8, 4.6)
+    ax = fig.add_subplot()
+    lines: dict[tuple, list[Mapping]] = {}
+    for r in rows:
+        lines.setdefault((r["training"], r["compensation"]), []).append(r)
+    trainings = list(dict.fromkeys(r["training"] for r in rows))
+    palette = colormaps["tab10"]
+    styles = {True: "-", False: "--", None: "-"}
+    for (training, comp), pts in sorted(lines.items(), key=lambda kv: (trainings.index(kv[0][0]), kv[0][1] is False)):
+        pts = sorted(pts, key=lambda r: r["t"])
+        t = np.array([max(float(r["t"]), 1e-1) for r in pts])
+        acc = 100 * np.array([r["accuracy"] for r in pts])
+        band = 100 * np.array([r["chip_spread"] for r in pts])
+        color = palette(trainings.index(training) % 10)
+        comp_text = "" if comp is None else (", compensated" if comp else ", no compensation")
+        ax.plot(t, acc, color=color, ls=styles[comp], marker="o", ms=3.5, lw=1.4, label=f"{training}{comp_text}")
+        ax.fill_between(t, acc - band, acc + band, color=color, alpha=0.18, lw=0)
+    ax.set_xscale("log")
+    ticks = [(v, s) for v, s in TIME_TICKS if rows and min(r["t"] for r in rows) / 3 <= v <= 3 * max(
+        r["t"] for r in rows)]
+    if ticks:
+        ax.set_xticks([v for v, _ in ticks], [s for _, s in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("time after programming (log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    n_chips = sorted({int(r["n_chips"]) for r in rows})
+    n_reads = sorted({int(r["n_reads"]) for r in rows})
+    sub = (f"{hardware + ': ' if hardware else ''}mean over {'/'.join(map(str, n_chips))} chips x "
+           f"{'/'.join(map(str, n_reads))} reads, band: ± chip-to-chip spread")
+    head = textwrap.fill("accuracy against time after programming (" + sub + ")", 64)
+    ax.set_title(f"{title}\n{head}" if title else head, fontsize=10)
+    if rows:
+        _legend_outside(ax)
+    else:
+        _empty(ax, "no chips points measured yet")
+    return fig
+
+
+def chip_vote_accuracy(rows: Sequence[Mapping], *, title: str = "", hardware: str = "") -> Figure:
+    """Majority voting over K reads of each chip: accuracy against K, one line per training kind.
+
+    The band is mean ± the chip-to-chip spread: voting averages out the per-read noise,
+    not what a chip's programming and drift did.
+
+    Args:
+        rows: chips voting points (kind ``chips-vote-*``) with a ``training`` label, ``votes``,
+            ``accuracy``, ``chip_spread``, ``t``, ``compensation``.
+    """
+    fig = _figure(7.4, 4.4)
+    ax = fig.add_subplot()
+    trainings = list(dict.fromkeys(r["training"] for r in rows))
+    palette = colormaps["tab10"]
+    for i, training in enumerate(trainings):
+        pts = sorted((r for r in rows if r["training"] == training), key=lambda r: r["votes"])
+        k = np.array([int(r["votes"]) for r in pts])
+        acc = 100 * np.array([r["accuracy"] for r in pts])
+        band = 100 * np.array([r["chip_spread"] for r in pts])
+        ax.plot(k, acc, color=palette(i % 10), marker="o", ms=3.5, lw=1.4, label=training)
+        ax.fill_between(k, acc - band, acc + band, color=palette(i % 10), alpha=0.18, lw=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("number of votes K (reads of the same chip per prediction)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    when = sorted({(float(r["t"]), r["compensation"]) for r in rows})
+    at = ", ".join(f"t = {t:g} s" + ("" if c is None else (" compensated" if c else " uncompensated")) for t, c in when)
+    head = textwrap.fill(f"majority voting on programmed chips ({hardware + ', ' if hardware else ''}{at}; "
+                         "band: ± chip-to-chip spread)", 64)
+    ax.set_title(f"{title}\n{head}" if title else head, fontsize=10)
+    if rows:
+        _legend_outside(ax)
+    else:
+        _empty(ax, "no chips voting points measured yet")
     return fig
 
 
