@@ -225,13 +225,23 @@ def test_cifar10_normalisation_and_rows_layout(cifar_dir, own_cache):
 def test_cifar10_partial_needs_the_explicit_opt_in(cifar_dir, shared_env):
     with pytest.raises(DataError, match="data_batch_1.bin.*size mismatch.*allow-partial"):
         data.load("cifar10", "train", data_dir=cifar_dir)
-    with pytest.raises(DataError, match="test_batch.bin"):
-        data.load("cifar10", "test", data_dir=cifar_dir, allow_partial=True)
+    with pytest.raises(DataError, match="test_batch.bin.*file not found"):
+        data.load("cifar10", "test", data_dir=cifar_dir)
     with pytest.raises(DataError, match="data_batch_1.bin.*4,000-image subset.*allow-partial"):
         data.load("cifar10", "train")  # the shared folder
     with pytest.warns(UserWarning, match="PARTIAL"):
         smoke = data.load("cifar10", "train", allow_partial=True)
     assert len(smoke) == 4000 and smoke.meta["partial"]
+
+
+def test_cifar10_partial_copy_without_test_images_stands_in_its_last_training_tenth(cifar_dir, own_cache):
+    with pytest.warns(UserWarning, match="PARTIAL.*last 400 training images stand in"):
+        test = data.load("cifar10", "test", data_dir=cifar_dir, allow_partial=True)
+    with pytest.warns(UserWarning, match="PARTIAL"):
+        train = data.load("cifar10", "train", data_dir=cifar_dir, allow_partial=True)
+    assert test.split == "test" and test.meta["partial"] and "stand in" in test.meta["stand_in"]
+    assert torch.equal(test.x, train.x[-400:]) and torch.equal(test.y, train.y[-400:])
+    assert test.meta["mean"] == train.meta["mean"]  # normalised like the training images
 
 
 def test_random_crop_flip_is_a_shifted_or_mirrored_window():

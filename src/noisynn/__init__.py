@@ -16,6 +16,8 @@ Example::
     votes = noisynn.repeat_forward(model, x, 20)  # clean here: (20, 32, 10)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from noisynn.attention import NoisyMultiheadAttention, NoisyTransformerEncoder, NoisyTransformerEncoderLayer
 from noisynn.convert import ConversionReport, convert, inspect
 from noisynn.errors import CheckpointError, DataError, ModelError, NoisynnError
@@ -42,7 +44,22 @@ from noisynn.repeat import repeat_forward
 
 __version__ = "0.1.0"
 
-from noisynn.api import evaluate, sweep, vote  # noqa: E402 (after __version__: the engine reads it)
+if TYPE_CHECKING:
+    from noisynn.api import evaluate, sweep, vote
+
+_ENGINE_API = ("evaluate", "vote", "sweep")
+
+
+def __getattr__(name: str) -> Any:
+    """``evaluate``, ``vote`` and ``sweep`` import the engine (the ``engine`` extra) at first use.
+
+    So ``import noisynn`` and the layers need only torch and numpy.
+    """
+    if name in _ENGINE_API:
+        from noisynn import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'noisynn' has no attribute {name!r}")
 
 __all__ = [
     "Additive", "Clean", "Multiplicative", "NoiseModel", "PerSite", "noise", "clean", "check_sigma",

@@ -138,7 +138,9 @@ def load(
             ``"rows"`` and ``"sequence"`` all mean that; ``"image"`` is refused).
         device: Where to put the tensors (default: CPU).
         allow_partial: CIFAR-10: accept an incomplete copy for smoke runs (warns, and sets
-            ``meta["partial"]``). Ignored by the other data sets, which are never partial.
+            ``meta["partial"]``); the test split of a copy without test images is then its last
+            tenth of training images (``meta["stand_in"]``). Ignored by the other data sets,
+            which are never partial.
         **opts: Per data set: mnist ``verify``; mnist-strokes ``coords`` (``"absolute"`` |
             ``"offsets"``), ``markers`` (``"drop"`` | ``"keep"``), ``max_len``, ``verify``;
             cifar10 ``normalize``, ``verify``; digits ``test_size``, ``seed``.
@@ -183,8 +185,9 @@ def load(
             x = x.permute(0, 2, 3, 1).reshape(n, h, w * c)
     y = _tensor(y_np).to(torch.int64).clone()
     if meta["partial"]:
+        stand_in = f"; {meta['stand_in']}" if "stand_in" in meta else ""
         warnings.warn(
-            f"noisynn: {name} {split} is PARTIAL ({len(y):,} images from {', '.join(meta['files'])}): "
+            f"noisynn: {name} {split} is PARTIAL ({len(y):,} images from {', '.join(meta['files'])}{stand_in}): "
             "for smoke runs only, not for experiments",
             stacklevel=2,
         )

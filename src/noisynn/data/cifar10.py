@@ -12,7 +12,9 @@ by size, by the SHA-256 of each training batch's label sequence, by the SHA-256 
 A *partial* copy (some batch files, shorter batch files, or only
 ``subset_data_batch_1_records_0000-3999.bin.gz`` as in the shared folder) is refused unless
 ``allow_partial=True`` is given; it then loads the training images that are there, for smoke
-runs only, and says so with a warning and ``meta["partial"] = True``.
+runs only, and says so with a warning and ``meta["partial"] = True``. Such a copy usually has
+no test images: its test split is then the last tenth of its training images
+(``meta["stand_in"]`` says so), so that a smoke run can train, evaluate and attack.
 
 Images come as ``uint8`` (N, 3, 32, 32); normalisation (per channel, with the mean and standard
 deviation of the training images that were loaded, on the [0, 1] scale) is applied by
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from noisynn.data import store
-from noisynn.data.fetch import CORRUPT, MISSING, OK, PARTIAL, CheckResult, base_urls, download
+from noisynn.data.fetch import CORRUPT, MISSING, OK, PARTIAL, CheckResult, base_urls, download_first
 from noisynn.errors import DataError
 
 NAME = "cifar10"
@@ -202,6 +204,8 @@ def load(
         ``(x, y, meta)``; ``meta`` has ``partial``, ``files``, ``classes`` and, if ``normalize``,
         ``mean`` and ``std`` (lists of 3 floats).
     """
+    if split == "test" and allow_partial and not (folder / TEST_FILE).is_file():
+        return _stand_in_test(folder, normalize=normalize, verify=verify)
     arrays, sources, partial, status = _decoded(folder, split, allow_partial, verify)
     meta: dict = {"cache": status, "files": [p.name for p in sources], "partial": partial, "classes": _classes(folder)}
     if normalize:
@@ -209,6 +213,19 @@ def load(
         meta["mean"] = [float(v) for v in train["mean"]]
         meta["std"] = [float(v) for v in train["std"]]
     return arrays["x"], arrays["y"], meta
+
+
+def _stand_in_test(folder: Path, *, normalize: bool, verify: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The test split of a partial copy that has no test images: its last tenth of training images.
+
+    For smoke runs only (``allow_partial``): these images may have been trained on, which
+    ``meta["stand_in"]`` and the PARTIAL warning of :func:`noisynn.data.load` say.
+    """
+    x, y, meta = load(folder, "train", allow_partial=True, normalize=normalize, verify=verify)
+    n = max(1, len(y) // 10)
+    meta["partial"] = True
+    meta["stand_in"] = f"no test images here: the last {n:,} training images stand in for them"
+    return x[-n:], y[-n:], meta
 
 
 def _classes(folder: Path) -> list[str]:
@@ -268,16 +285,8 @@ def fetch(folder: Path, base_url: str | None = None, progress: bool = False) -> 
     """
     if check(folder).status == OK:
         return [folder / n for n in (*TRAIN_FILES, TEST_FILE)]
-    archive = folder / ARCHIVE
-    errors = []
-    for base in base_urls(base_url, ENV_URL, (URL,)):
-        try:
-            download(base + ARCHIVE, archive, f"md5:{ARCHIVE_MD5}", NAME, progress)
-            break
-        except DataError as exc:
-            errors.append(str(exc))
-    else:
-        raise DataError(f"{archive}: no URL gave a valid copy (last error: {errors[-1]})")
+    archive = download_first(base_urls(base_url, ENV_URL, (URL,)), folder / ARCHIVE, NAME,
+                             known_hash=f"md5:{ARCHIVE_MD5}", progress=progress, env=ENV_URL)
     wanted = {*TRAIN_FILES, TEST_FILE, META_FILE, "readme.html"}
     try:
         with tarfile.open(archive, "r:gz") as tf:

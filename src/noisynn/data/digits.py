@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from noisynn._extras import require
 from noisynn.data.fetch import OK, CheckResult
 from noisynn.errors import DataError
 
@@ -48,9 +49,7 @@ def load(split: str, *, test_size: int = TEST_SIZE, seed: int = SEED) -> tuple[n
         test_size: Size of the held-out test set.
         seed: Seed of the split.
     """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
+    bunch = require("sklearn.datasets", "data", "the embedded digits data set").load_digits()
     y = bunch.target.astype(np.int64)
     if not 10 <= test_size <= len(y) - 10:
         raise DataError(f"digits: test_size={test_size} must be between 10 and {len(y) - 10}")

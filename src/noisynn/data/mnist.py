@@ -14,14 +14,13 @@ check costs one decompression per file, once.
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from noisynn.data import store
-from noisynn.data.fetch import CORRUPT, MISSING, OK, CheckResult, base_urls, download
+from noisynn.data.fetch import CheckResult, base_urls, check_files, download_first
 from noisynn.errors import DataError
 
 NAME = "mnist"
@@ -131,20 +130,7 @@ def load(folder: Path, split: str, *, verify: bool = True) -> tuple[np.ndarray, 
 def check(folder: Path) -> CheckResult:
     """Verify the four files: present, valid gzip, canonical decompressed SHA-256."""
     names = [n for pair in FILES.values() for n in pair]
-    missing, corrupt = [], []
-    for name in names:
-        path = folder / name
-        if not path.is_file():
-            missing.append(name)
-        elif not check_one(path):
-            corrupt.append(name)
-    files = f"{len(names) - len(missing)}/{len(names)}"
-    fix = "run `noisynn data fetch mnist`"
-    if corrupt:
-        return CheckResult(NAME, CORRUPT, files, f"bad: {', '.join(corrupt)}; {fix}", str(folder))
-    if missing:
-        return CheckResult(NAME, MISSING, files, f"missing: {', '.join(missing)}; {fix}", str(folder))
-    return CheckResult(NAME, OK, files, "decompressed SHA-256 verified", str(folder))
+    return check_files(NAME, folder, names, check_one, "decompressed SHA-256 verified")
 
 
 def fetch(folder: Path, base_url: str | None = None, progress: bool = False) -> list[Path]:
@@ -169,30 +155,18 @@ def fetch(folder: Path, base_url: str | None = None, progress: bool = False) -> 
     for name in (n for pair in FILES.values() for n in pair):
         dest = folder / name
         out.append(dest)
-        if dest.is_file() and check_one(dest):
-            continue
-        errors = []
-        for base in urls:
-            part = folder / f"{name}.part"
-            part.unlink(missing_ok=True)
-            try:
-                download(base + name, part, None, NAME, progress)
-                bad = f"the copy at {base} is bad"
-                digest = hashlib.sha256(store.read_gzip(part, NAME, fix=bad)).hexdigest()
-                store.check_digest(part, digest, CONTENT_SHA256[name], NAME, "decompressed SHA-256", fix=bad)
-            except DataError as exc:
-                errors.append(str(exc))
-                part.unlink(missing_ok=True)
-                continue
-            os.replace(part, dest)
-            store.memo_put(dest, "content_sha256", digest)
-            break
-        else:
-            raise DataError(
-                f"{dest}: no mirror gave a valid copy (last error: {errors[-1]}); "
-                f"set {ENV_URL} or --base-url to a working mirror"
-            )
+        if not (dest.is_file() and check_one(dest)):
+            download_first(urls, dest, NAME, verify=_check_download, progress=progress, env=ENV_URL)
+            store.memo_put(dest, "content_sha256", CONTENT_SHA256[name])  # what _check_download verified
     return out
+
+
+def _check_download(part: Path, url: str) -> None:
+    """Raise :class:`DataError` unless ``NAME.part`` (from ``url``) decompresses to NAME's canonical content."""
+    name = part.name.removesuffix(".part")
+    bad = f"the copy at {url} is bad"
+    digest = hashlib.sha256(store.read_gzip(part, NAME, fix=bad)).hexdigest()
+    store.check_digest(part, digest, CONTENT_SHA256[name], NAME, "decompressed SHA-256", fix=bad)
 
 
 def check_one(path: Path) -> bool:

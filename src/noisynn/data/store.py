@@ -37,8 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 
+from noisynn import _extras
 from noisynn.errors import DataError
 
 ENV_DATA_DIR = "NOISYNN_DATA_DIR"
@@ -53,6 +53,7 @@ _CHUNK = 1 << 20
 
 def default_dir() -> Path:
     """The per-user cache directory of noisynn (``platformdirs.user_cache_dir("noisynn")``)."""
+    platformdirs = _extras.require("platformdirs", "data", "the default data and cache directory")
     return Path(platformdirs.user_cache_dir("noisynn"))
 
 

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from noisynn.data import store
-from noisynn.data.fetch import CORRUPT, MISSING, OK, CheckResult, base_urls, download
+from noisynn.data.fetch import CheckResult, base_urls, check_files, download_first
 from noisynn.errors import DataError
 
 NAME = "mnist-strokes"
@@ -230,20 +230,8 @@ def load(
 
 def check(folder: Path) -> CheckResult:
     """Verify the five files against their SHA-256."""
-    missing, corrupt = [], []
-    for name in SHA256:
-        path = folder / name
-        if not path.is_file():
-            missing.append(name)
-        elif store.sha256(path) != SHA256[name]:
-            corrupt.append(name)
-    files = f"{len(SHA256) - len(missing)}/{len(SHA256)}"
-    fix = f"run `noisynn data fetch {NAME}`"
-    if corrupt:
-        return CheckResult(NAME, CORRUPT, files, f"bad SHA-256: {', '.join(corrupt)}; {fix}", str(folder))
-    if missing:
-        return CheckResult(NAME, MISSING, files, f"missing: {', '.join(missing)}; {fix}", str(folder))
-    return CheckResult(NAME, OK, files, "SHA-256 verified", str(folder))
+    return check_files(NAME, folder, list(SHA256), lambda p: store.sha256(p) == SHA256[p.name], "SHA-256 verified",
+                       bad="bad SHA-256")
 
 
 def fetch(folder: Path, base_url: str | None = None, progress: bool = False) -> list[Path]:
@@ -269,14 +257,6 @@ def fetch(folder: Path, base_url: str | None = None, progress: bool = False) -> 
         out.append(dest)
         if dest.is_file() and store.sha256(dest) == digest:
             continue
-        errors = []
-        for base in urls:
-            try:
-                download(base + name, dest, f"sha256:{digest}", NAME, progress)
-                break
-            except DataError as exc:
-                errors.append(str(exc))
-        else:
-            raise DataError(f"{dest}: no URL gave a valid copy (last error: {errors[-1]})")
+        download_first(urls, dest, NAME, known_hash=f"sha256:{digest}", progress=progress, env=ENV_URL)
         store.memo_put(dest, "sha256", digest)
     return out

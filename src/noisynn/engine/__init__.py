@@ -8,6 +8,11 @@ The pieces, each usable from Python:
 * :class:`ResultStore` (the SQLite results), :func:`load_plan` / :func:`list_presets`.
 """
 
+from noisynn._extras import require
+
+for _module in ("safetensors", "tqdm"):  # the `engine` extra: one line naming it when missing
+    require(_module, "engine", "noisynn.engine (training, evaluation, sweeps, checkpoints)")
+
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, parse_range, vote_curve
 from noisynn.engine.presets import Plan, PresetError, list_presets, load_plan
 from noisynn.engine.store import Point, PointKey, ResultStore, StoreError

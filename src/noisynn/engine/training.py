@@ -394,7 +394,8 @@ def train(
     all_train = load_data(spec.model, spec.dataset, "train", data_dir=data_dir, device=dev,
                           limit=spec.train_limit, allow_partial=spec.allow_partial, data_options=spec.data_options)
     train_ds, holdout_ds = split_holdout(spec, all_train)
-    test_ds = _test_split(spec, data_dir, dev, all_train)
+    test_ds = load_data(spec.model, spec.dataset, "test", data_dir=data_dir, device=dev,
+                        allow_partial=spec.allow_partial, data_options=spec.data_options)
     data_id = plugins.data_identity(spec.dataset)
     torch.manual_seed(spec.seed)
     model = build_for_data(spec.model, tuple(train_ds.x.shape[1:]), spec.noise, options=spec.model_options).to(dev)
@@ -511,18 +512,6 @@ def _after_epoch(spec: TrainSpec, es: dict, model: nn.Module, holdout_ds, metric
     if better:
         return dict(es, best_epoch=epoch, best_score=score, since_best=0)
     return dict(es, since_best=es["since_best"] + 1)
-
-
-def _test_split(spec: TrainSpec, data_dir, dev, train_ds) -> datasets.Dataset:
-    """The test split, or (for a partial copy with no test images) the last training samples."""
-    try:
-        return load_data(spec.model, spec.dataset, "test", data_dir=data_dir, device=dev,
-                         allow_partial=spec.allow_partial, data_options=spec.data_options)
-    except NoisynnError:
-        if not spec.allow_partial:
-            raise
-        n = max(1, len(train_ds) // 10)
-        return dataclasses.replace(train_ds, x=train_ds.x[-n:], y=train_ds.y[-n:])
 
 
 def _diff(old: dict | None, new: dict) -> str:

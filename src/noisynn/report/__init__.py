@@ -20,6 +20,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from noisynn._extras import require
+
+require("matplotlib", "report", "noisynn.report")  # the `report` extra: one line naming it when missing
+
 from noisynn.report.builder import Report, ReportError, build_report
 
 __all__ = ["write_report", "build_report", "Report", "ReportError"]
