@@ -1,4 +1,4 @@
-"""The fast paths (noisynn._fast) against the plain reference paths.
+"""The fast paths (noisynn.kernels) against the plain reference paths.
 
 * the sampler: moments, tails to 4.5 sigma, Kolmogorov-Smirnov on 10^7 samples, no
   correlation across calls, lanes, Box-Muller pairs and sub-streams, reproducibility;
@@ -21,11 +21,11 @@ import pytest
 import torch
 
 import noisynn
-from noisynn import _fast
+from noisynn import kernels
 from noisynn.noise import NoiseModel, reference
 
 pytestmark = pytest.mark.skipif(
-    not _fast.available() and shutil.which("cc") is None and shutil.which("gcc") is None,
+    not kernels.available() and shutil.which("cc") is None and shutil.which("gcc") is None,
     reason="no C compiler: the fast kernels cannot be built (the reference path runs instead)",
 )
 
@@ -40,7 +40,7 @@ def fast_paths_on():
 
 
 def test_kernels_build_where_a_compiler_exists():
-    assert _fast.available()
+    assert kernels.available()
 
 
 def ks_statistic(z: torch.Tensor) -> float:
@@ -93,7 +93,7 @@ def assert_standard_normal(z: torch.Tensor, tails=(1.0, 2.0, 3.0, 4.0)) -> None:
 @pytest.fixture(scope="module")
 def big_sample() -> torch.Tensor:
     with reference(False):
-        return _fast.normal_(torch.empty(N_KS), generator=torch.Generator().manual_seed(11))
+        return kernels.normal_(torch.empty(N_KS), generator=torch.Generator().manual_seed(11))
 
 
 def test_sampler_moments_and_tails_to_4_5_sigma(big_sample):
@@ -126,32 +126,32 @@ def test_sampler_no_correlation_within_a_call(big_sample):
 
 def test_sampler_independent_across_calls_and_reproducible():
     g = torch.Generator().manual_seed(5)
-    a = _fast.normal_(torch.empty(10**6), generator=g)
-    b = _fast.normal_(torch.empty(10**6), generator=g)
+    a = kernels.normal_(torch.empty(10**6), generator=g)
+    b = kernels.normal_(torch.empty(10**6), generator=g)
     assert abs(corr(a, b)) < 5e-3
     assert abs(corr(a**2, b**2)) < 5e-3
-    again = _fast.normal_(torch.empty(10**6), generator=torch.Generator().manual_seed(5))
+    again = kernels.normal_(torch.empty(10**6), generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, again)
     torch.manual_seed(3)  # the default generator works the same way
-    c = _fast.normal_(torch.empty(1000))
+    c = kernels.normal_(torch.empty(1000))
     torch.manual_seed(3)
-    assert torch.equal(c, _fast.normal_(torch.empty(1000)))
+    assert torch.equal(c, kernels.normal_(torch.empty(1000)))
 
 
 def test_sampler_values_do_not_depend_on_the_thread_count():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = _fast.normal_(torch.empty(300_001), generator=torch.Generator().manual_seed(8))
+        one = kernels.normal_(torch.empty(300_001), generator=torch.Generator().manual_seed(8))
         torch.set_num_threads(max(2, threads))
-        many = _fast.normal_(torch.empty(300_001), generator=torch.Generator().manual_seed(8))
+        many = kernels.normal_(torch.empty(300_001), generator=torch.Generator().manual_seed(8))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, many)
 
 
 def test_sampler_mean_and_std():
-    z = _fast.normal_(torch.empty(10**6), 1.0, 0.3, generator=torch.Generator().manual_seed(2))
+    z = kernels.normal_(torch.empty(10**6), 1.0, 0.3, generator=torch.Generator().manual_seed(2))
     assert_standard_normal((z - 1.0) / 0.3)
 
 
@@ -179,7 +179,7 @@ def test_apply_reference_mode_is_torch_normal():
 
 
 def test_apply_small_tensors_keep_torch_sampler():
-    n = _fast.MIN_ELEMENTS - 1
+    n = kernels.MIN_ELEMENTS - 1
     out = noisynn.Multiplicative(0.5, generator=torch.Generator().manual_seed(9)).apply(torch.ones(n))
     assert torch.equal(out, torch.empty(n).normal_(1.0, 0.5, generator=torch.Generator().manual_seed(9)))
 
@@ -272,15 +272,15 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES)
 def test_fused_lstm_equals_reference_at_sigma_zero(case, monkeypatch):
-    monkeypatch.setattr(_fast, "LSTM_BLOCK", 16)  # several row blocks in evaluation
+    monkeypatch.setattr(kernels, "LSTM_BLOCK", 16)  # several row blocks in evaluation
     layer, x, h0, c0, w = lstm_case(0, **case)
     ref_vals, ref_grads = outputs_and_grads(lambda: layer._unroll_reference(x, (h0, c0), w, AddsNothing()),
                                             x, h0, c0, w)
-    vals, grads = outputs_and_grads(lambda: _fast.lstm_layer(x, h0, c0, *w, "additive", 0.0, None), x, h0, c0, w)
+    vals, grads = outputs_and_grads(lambda: kernels.lstm_layer(x, h0, c0, *w, "additive", 0.0, None), x, h0, c0, w)
     for a, b in zip(ref_vals + list(ref_grads), vals + list(grads), strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (a - b).abs().max()
     with torch.no_grad():
-        evaluated = _fast.lstm_layer(x, h0, c0, *w, "multiplicative", 0.0, None)
+        evaluated = kernels.lstm_layer(x, h0, c0, *w, "multiplicative", 0.0, None)
     for a, b in zip(ref_vals, evaluated, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
 
@@ -290,7 +290,7 @@ def test_fused_lstm_equals_reference_at_sigma_zero(case, monkeypatch):
 def test_fused_lstm_noise_replayed_by_the_reference_gives_the_same_values_and_grads(kind, case):
     layer, x, h0, c0, w = lstm_case(1, **case)
     record = torch.empty(x.shape[0], x.shape[1], 4 * layer.hidden_size)
-    vals, grads = outputs_and_grads(lambda: _fast.lstm_layer(x, h0, c0, *w, kind, 0.7, None, record), x, h0, c0, w)
+    vals, grads = outputs_and_grads(lambda: kernels.lstm_layer(x, h0, c0, *w, kind, 0.7, None, record), x, h0, c0, w)
     ref_vals, ref_grads = outputs_and_grads(lambda: layer._unroll_reference(x, (h0, c0), w, Replay(record, kind)),
                                             x, h0, c0, w)
     for a, b in zip(ref_vals + list(ref_grads), vals + list(grads), strict=True):
@@ -298,20 +298,20 @@ def test_fused_lstm_noise_replayed_by_the_reference_gives_the_same_values_and_gr
     # evaluation (blocks of rows, no autograd) draws exactly the same noise from the same seed
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        evaluated = _fast.lstm_layer(x, h0, c0, *w, kind, 0.7, g)
-    trained = _fast.lstm_layer(x, h0, c0, *w, kind, 0.7, torch.Generator().manual_seed(3))
+        evaluated = kernels.lstm_layer(x, h0, c0, *w, kind, 0.7, g)
+    trained = kernels.lstm_layer(x, h0, c0, *w, kind, 0.7, torch.Generator().manual_seed(3))
     for a, b in zip(evaluated, trained, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["additive", "multiplicative"])
 def test_fused_lstm_noise_is_gaussian_and_fresh_per_step_row_gate_and_call(kind, monkeypatch):
-    monkeypatch.setattr(_fast, "LSTM_BLOCK", 128)
+    monkeypatch.setattr(kernels, "LSTM_BLOCK", 128)
     steps, batch, hidden = 8, 256, 128
     w = noisynn.NoisyLSTM(3, hidden)._cell_weights(0)
     x, zeros = torch.randn(steps, batch, 3), torch.zeros(batch, hidden)
     z = assert_fresh_standard_normal(
-        lambda record: _fast.lstm_layer(x, zeros, zeros, *w, kind, 0.5, None, record), (steps, batch, 4 * hidden), kind)
+        lambda record: kernels.lstm_layer(x, zeros, zeros, *w, kind, 0.5, None, record), (steps, batch, 4 * hidden), kind)
     bound = 5 / math.sqrt(z[0].numel())
     for gate in range(3):  # gates of one row
         a = z[..., gate * hidden : (gate + 1) * hidden]
@@ -367,8 +367,8 @@ def test_lstm_classifier_fast_and_reference_outputs_have_the_same_distribution(k
 
 def test_noisy_lstm_layer_takes_the_fused_path_in_every_configuration(monkeypatch):
     calls = []
-    real = _fast.lstm_layer
-    monkeypatch.setattr(_fast, "lstm_layer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = kernels.lstm_layer
+    monkeypatch.setattr(kernels, "lstm_layer", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
     lstm = noisynn.NoisyLSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True, dropout=0.1)
     noisynn.set_noise(lstm, "multiplicative", 0.3)
@@ -387,7 +387,7 @@ def test_noisy_lstm_layer_takes_the_fused_path_in_every_configuration(monkeypatc
 
 def test_fused_lstm_is_reproducible_and_independent_of_threads(monkeypatch):
     """One thread, or row blocks shared among threads (5 blocks of 64 rows): the same output."""
-    monkeypatch.setattr(_fast, "LSTM_BLOCK", 64)
+    monkeypatch.setattr(kernels, "LSTM_BLOCK", 64)
     model = noisynn.build_model("lstm-rows").eval()
     x = torch.rand(300, 28, 28)
     threads = torch.get_num_threads()
@@ -427,16 +427,16 @@ RNN_CASES = [
 @pytest.mark.parametrize("case", RNN_CASES)
 @pytest.mark.parametrize("kind", ["additive", "multiplicative"])
 def test_fused_rnn_equals_reference_at_sigma_zero_and_with_replayed_noise(case, kind, monkeypatch):
-    monkeypatch.setattr(_fast, "LSTM_BLOCK", 16)  # several row blocks
+    monkeypatch.setattr(kernels, "LSTM_BLOCK", 16)  # several row blocks
     layer, x, h0, w = rnn_case(0, **case)
     nl = case.get("nonlinearity", "tanh")
     with torch.no_grad():
         ref = layer._unroll_reference(x, (h0, None), w, AddsNothing())
-        fused = _fast.rnn_layer(x, h0, *w, nl, kind, 0.0, None)
+        fused = kernels.rnn_layer(x, h0, *w, nl, kind, 0.0, None)
         for a, b in zip(ref[:2], fused, strict=True):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (a - b).abs().max()
         record = torch.empty(x.shape[0], x.shape[1], layer.hidden_size)
-        noisy = _fast.rnn_layer(x, h0, *w, nl, kind, 0.7, None, record)
+        noisy = kernels.rnn_layer(x, h0, *w, nl, kind, 0.7, None, record)
         replayed = layer._unroll_reference(x, (h0, None), w, Replay(record, kind))
         for a, b in zip(replayed[:2], noisy, strict=True):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (a - b).abs().max()
@@ -445,12 +445,12 @@ def test_fused_rnn_equals_reference_at_sigma_zero_and_with_replayed_noise(case, 
 
 @pytest.mark.parametrize("kind", ["additive", "multiplicative"])
 def test_fused_rnn_noise_is_gaussian_and_fresh_per_step_row_and_call(kind, monkeypatch):
-    monkeypatch.setattr(_fast, "LSTM_BLOCK", 128)
+    monkeypatch.setattr(kernels, "LSTM_BLOCK", 128)
     steps, batch, hidden = 16, 512, 128
     w = noisynn.NoisyRNN(3, hidden)._cell_weights(0)
     x, zeros = torch.randn(steps, batch, 3), torch.zeros(batch, hidden)
     assert_fresh_standard_normal(
-        lambda record: _fast.rnn_layer(x, zeros, *w, "tanh", kind, 0.5, None, record), (steps, batch, hidden), kind)
+        lambda record: kernels.rnn_layer(x, zeros, *w, "tanh", kind, 0.5, None, record), (steps, batch, hidden), kind)
 
 
 def test_rnn_rows_fast_and_reference_outputs_have_the_same_distribution_and_training_uses_the_reference():
@@ -516,16 +516,12 @@ def reference_words(seed, stream, n):
 
 
 def test_kernel_words_are_philox_seeded_xoshiro128pp_and_normals_are_box_muller():
-    import ctypes
-
     seed = [0x12345678, 0x9ABCDEF0, 0x0BADF00D]
     stream = 5 * 2**32 + 3
-    words = (ctypes.c_uint32 * 64)()
-    _fast._library().nn_words(words, 64, (ctypes.c_uint32 * 3)(*seed), stream)
-    assert list(words) == reference_words(seed, stream, 64)
+    words = torch.ops.noisynn.words(torch.tensor(seed), stream, 64)
+    assert words.tolist() == reference_words(seed, stream, 64)
     # the first 16 normals of sub-stream 0: words a (8 lanes) give radii, words b angles
-    z = torch.empty(16)
-    _fast._library().nn_noise(z.data_ptr(), None, 16, 0, 0.0, 1.0, (ctypes.c_uint32 * 3)(*seed), 1)
+    z = kernels.normal_(torch.empty(16), seed=torch.tensor(seed))
     w = reference_words(seed, 0, 16)
     expected = []
     for a, b in zip(w[:8], w[8:], strict=True):

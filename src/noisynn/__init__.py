@@ -1,6 +1,6 @@
 """noisynn: neural networks under noisy analog computation.
 
-Noise models (:mod:`noisynn.noise`), noisy drop-ins for ``torch.nn`` layers
+Noise models (:mod:`noisynn.noise`, built by name with :func:`noise_model`), noisy drop-ins for ``torch.nn`` layers
 (:mod:`noisynn.layers`, :mod:`noisynn.recurrent`), a converter for any torch model
 (:func:`convert`), batched noisy repeats (:func:`repeat_forward`) and the networks of
 Qin & Vucinic (:mod:`noisynn.models`).
@@ -11,7 +11,7 @@ Example::
 
     model = noisynn.build_model("lstm-rows").eval()
     x = torch.rand(32, 28, 28)
-    with noisynn.noise("additive", 0.5):      # every noise site, this block only
+    with noisynn.noise_model("additive", 0.5):  # every noise site, this block only
         logits = model(x)                     # (32, 10), noisy
     votes = noisynn.repeat_forward(model, x, 20)  # clean here: (20, 32, 10)
 """
@@ -38,7 +38,19 @@ from noisynn.layers import (
     set_noise,
 )
 from noisynn.models import MODELS, build_model, count_parameters
-from noisynn.noise import Additive, Clean, Multiplicative, NoiseModel, PerSite, check_sigma, clean, noise
+from noisynn.noise import (  # the module itself stays noisynn.noise (callable, deprecated, as noise_model)
+    Additive,
+    Clean,
+    GaussianNoise,
+    Multiplicative,
+    NoiseModel,
+    PerSite,
+    Product,
+    check_sigma,
+    clean,
+    noise_model,
+    reference,
+)
 from noisynn.recurrent import NoisyGRU, NoisyGRUCell, NoisyLSTM, NoisyLSTMCell, NoisyRNN, NoisyRNNCell
 from noisynn.repeat import repeat_forward
 
@@ -62,7 +74,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'noisynn' has no attribute {name!r}")
 
 __all__ = [
-    "Additive", "Clean", "Multiplicative", "NoiseModel", "PerSite", "noise", "clean", "check_sigma",
+    "Additive", "Clean", "Multiplicative", "NoiseModel", "PerSite", "noise_model", "clean", "check_sigma",
+    "GaussianNoise", "Product", "reference",
     "NoiseSite", "NoisyLinear", "NoisyBilinear", "NoisyConv1d", "NoisyConv2d", "NoisyConv3d",
     "NoisyConvTranspose1d", "NoisyConvTranspose2d", "NoisyConvTranspose3d",
     "NoisyBatchNorm1d", "NoisyBatchNorm2d", "NoisyBatchNorm3d",

@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from noisynn import _fast
+from noisynn import kernels
 from noisynn.noise import NoiseModel, Product, _defining_class
 
 __all__ = ["Crossbar", "PCM", "PCM_DEFAULT_COEFFS", "BoundProduct", "bind"]
@@ -321,11 +321,9 @@ class Crossbar(NoiseModel):
 
     def _add_noise(self, g: Tensor, std: float, seed: Any = None) -> Tensor:
         """``g + std * z`` in place (one fused pass with the fast sampler)."""
-        if g.is_contiguous() and g.numel() >= (1 if seed is not None else _fast.MIN_ELEMENTS) \
-                and _fast.usable(g, self.generator):
-            words = seed if seed is not None else _fast.seed_words(self.generator)
-            _fast._library().nn_noise(g.data_ptr(), g.data_ptr(), g.numel(), 1, 0.0, std, words, _fast._threads())
-            return g
+        if g.is_contiguous() and kernels.fast_path(g, generator=self.generator,
+                                                   min_elements=1 if seed is not None else kernels.MIN_ELEMENTS):
+            return kernels.add_noise_(g, std, self.generator, seed=seed)
         return g.add_(self._randn(g), alpha=std)
 
     def _randn(self, like: Tensor, seed: Any = None) -> Tensor:
@@ -335,11 +333,8 @@ class Crossbar(NoiseModel):
         model's generator, so that row blocks run in threads stay reproducible).
         """
         z = torch.empty(like.shape, dtype=like.dtype, device=like.device)
-        if (seed is not None or z.numel() >= _fast.MIN_ELEMENTS) and _fast.usable(z, self.generator):
-            if seed is None:
-                return _fast.normal_(z, 0.0, 1.0, self.generator)
-            _fast._library().nn_noise(z.data_ptr(), None, z.numel(), 0, 0.0, 1.0, seed, _fast._threads())
-            return z
+        if kernels.fast_path(z, generator=self.generator, min_elements=1 if seed is not None else kernels.MIN_ELEMENTS):
+            return kernels.normal_(z, 0.0, 1.0, self.generator, seed=seed)
         return z.normal_(generator=self.generator)
 
     def is_identity(self, site: str = "") -> bool:

@@ -16,7 +16,7 @@ independently of ``train()`` / ``eval()``:
 * per model, persistently: ``noisynn.set_noise(model, noisynn.Additive(0.5))``;
 * for a block of code, overriding every site of every model::
 
-      with noisynn.noise("multiplicative", 0.3):
+      with noisynn.noise_model("multiplicative", 0.3):
           logits = model(x)
 
   ``with noisynn.clean(): ...`` forces noise-free computation the same way.
@@ -28,29 +28,31 @@ example: it routes each site to its own model by the site's qualified name.
 Fast paths. On the CPU (float32) the two Gaussian kinds run faster code that draws the
 same distribution (different samples): a parallel counter-based sampler inside
 :meth:`Additive.apply` / :meth:`Multiplicative.apply` for tensors of at least
-``noisynn._fast.MIN_ELEMENTS`` elements, and a fused LSTM step that draws the noise
+``noisynn.kernels.MIN_ELEMENTS`` elements, and a fused LSTM step that draws the noise
 itself. A layer takes such a path only when the model describes its noise through
 :meth:`NoiseModel.gaussian`; a new subclass does not by default, so it always goes
-through :meth:`NoiseModel.apply`. :func:`reference` (``from noisynn.noise import
-reference``; ``with reference(): ...``) or the environment variable
+through :meth:`NoiseModel.apply`. :func:`reference` (``noisynn.reference``;
+``with reference(): ...``) or the environment variable
 ``NOISYNN_REFERENCE=1`` runs the plain reference code instead: ``apply`` at every site
 and step, ``Tensor.normal_`` for the noise.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import fnmatch
 import math
-import os
-from collections.abc import Iterator, Mapping
+import sys
+import types
+import warnings
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from noisynn import _fast
+from noisynn import kernels
+from noisynn.kernels import reference, reference_active
 
 __all__ = [
     "NoiseModel",
@@ -60,6 +62,7 @@ __all__ = [
     "Additive",
     "Multiplicative",
     "PerSite",
+    "noise_model",
     "noise",
     "clean",
     "check_sigma",
@@ -70,7 +73,7 @@ __all__ = [
     "KINDS",
 ]
 
-#: Names accepted by :func:`noise` for the two papers' noise models.
+#: Names accepted by :func:`noise_model` for the two papers' noise models.
 KINDS = ("additive", "multiplicative")
 
 
@@ -105,38 +108,6 @@ _OVERRIDE: contextvars.ContextVar[NoiseModel | None] = contextvars.ContextVar(
 def active_override() -> NoiseModel | None:
     """The noise model set by the innermost ``with`` block, or ``None`` outside any."""
     return _OVERRIDE.get()
-
-
-_REFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "noisynn_reference", default=os.environ.get("NOISYNN_REFERENCE", "") not in ("", "0")
-)
-
-
-@contextlib.contextmanager
-def reference(enabled: bool = True) -> Iterator[None]:
-    """Run the plain reference code while the block is active (``enabled=False``: the fast paths).
-
-    Reference: every noise site calls :meth:`NoiseModel.apply` at every step, and the
-    Gaussian models draw with ``Tensor.normal_``. The default is the fast paths, unless
-    the environment variable ``NOISYNN_REFERENCE=1`` is set.
-
-    Example::
-
-        from noisynn.noise import reference
-
-        with reference():
-            logits = model(x)   # slow, plain: the definition of what the fast paths compute
-    """
-    token = _REFERENCE.set(enabled)
-    try:
-        yield
-    finally:
-        _REFERENCE.reset(token)
-
-
-def reference_active() -> bool:
-    """True inside :func:`reference` (or with ``NOISYNN_REFERENCE=1``)."""
-    return _REFERENCE.get()
 
 
 class GaussianNoise(NamedTuple):
@@ -363,8 +334,8 @@ class _Gaussian(NoiseModel):
         return GaussianNoise(self.kind, self.sigma, self.generator)
 
     def _use_fast(self, y: Tensor) -> bool:
-        """Whether :meth:`apply` may use the fast sampler for ``y`` (see the module doc)."""
-        return y.numel() >= _fast.MIN_ELEMENTS and _fast.usable(y, self.generator)
+        """Whether :meth:`apply` may use the fast sampler for ``y`` (:func:`noisynn.kernels.fast_path` decides)."""
+        return kernels.fast_path(y, generator=self.generator, min_elements=kernels.MIN_ELEMENTS)
 
     def _normal(self, y: Tensor, mean: float) -> Tensor:
         """A fresh tensor like ``y`` filled with N(mean, sigma^2) samples (no grad)."""
@@ -398,7 +369,7 @@ class Additive(_Gaussian):
         if self.sigma == 0.0:
             return y
         if self._use_fast(y):
-            return _fast.gaussian_noise(y, self.kind, self.sigma, self.generator)
+            return kernels.gaussian_noise(y, self.kind, self.sigma, self.generator)
         z = self._normal(y, 0.0)
         return z.add_(y)  # in place into the fresh noise buffer: y is left untouched
 
@@ -420,7 +391,7 @@ class Multiplicative(_Gaussian):
         if self.sigma == 0.0:
             return y
         if self._use_fast(y):
-            return _fast.gaussian_noise(y, self.kind, self.sigma, self.generator)
+            return kernels.gaussian_noise(y, self.kind, self.sigma, self.generator)
         z = self._normal(y, 1.0)
         if y.requires_grad:
             return y * z  # autograd keeps z for the backward pass
@@ -515,7 +486,7 @@ class PerSite(NoiseModel):
         return f"PerSite({self.rules!r}, default={self.default!r})"
 
 
-def noise(
+def noise_model(
     kind: str | NoiseModel | None,
     sigma: float | None = None,
     *,
@@ -534,7 +505,7 @@ def noise(
 
     Example::
 
-        with noisynn.noise("additive", 0.5):
+        with noisynn.noise_model("additive", 0.5):
             out = model(x)
     """
     if isinstance(kind, NoiseModel):
@@ -550,7 +521,7 @@ def noise(
 
 def _required(sigma: float | None, kind: str) -> float:
     if sigma is None:
-        raise ValueError(f"noise kind {kind!r} needs a sigma, e.g. noise({kind!r}, 0.5)")
+        raise ValueError(f"noise kind {kind!r} needs a sigma, e.g. noise_model({kind!r}, 0.5)")
     return check_sigma(sigma)
 
 
@@ -596,3 +567,19 @@ def clean() -> Clean:
 def _defining_class(cls: type, name: str) -> type | None:
     """The class in ``cls``'s MRO whose body defines attribute ``name``."""
     return next((c for c in cls.__mro__ if name in c.__dict__), None)
+
+
+#: The builder's name inside this module (``from noisynn.noise import noise``), kept for older code.
+noise = noise_model
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as the builder it was shadowed by before 0.2: ``noisynn.noise("additive", 0.5)``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoiseModel:
+        warnings.warn("noisynn.noise(...) is deprecated: call noisynn.noise_model(...) (noisynn.noise is the module)",
+                      DeprecationWarning, stacklevel=2)
+        return noise_model(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

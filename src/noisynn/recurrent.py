@@ -23,9 +23,10 @@ batched input projection for all steps, then one ``addmm`` per step, the noise m
 ``apply`` on its result) and autograd differentiates through it, the noise being a
 constant. On the CPU in float32, when the noise model describes its noise as Gaussian
 (:meth:`~noisynn.noise.NoiseModel.gaussian`), the LSTM takes a fused fast path instead
-(:func:`noisynn._fast.lstm_layer`: the noise drawn inside one fused step kernel, same
-distribution); :func:`noisynn.noise.reference` or ``NOISYNN_REFERENCE=1`` forces the
-reference path.
+(:func:`noisynn.kernels.lstm_layer`: the noise drawn inside one fused step kernel, same
+distribution); :func:`noisynn.reference` or ``NOISYNN_REFERENCE=1`` forces the reference
+path. :func:`noisynn.kernels.lstm_path` makes that choice (and, on CUDA, the opt-in
+compiled step of :mod:`noisynn.kernels.compiled`).
 
 ``single_bias=True`` keeps one bias vector per gate (``bias_l{k}``) instead of torch's
 two, as the papers' networks do (81,674 parameters for the LSTM of paper 1, table I).
@@ -33,15 +34,14 @@ two, as the papers' networks do (81,674 parameters for the LSTM of paper 1, tabl
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, _VF, nn
 
-from noisynn import _fast
+from noisynn import kernels
 from noisynn.errors import ModelError
 from noisynn.layers import INTERCEPT, NoiseSite, exact_scope
+from noisynn.kernels import merged_bias
 from noisynn.noise import NoiseModel, PerSite, Product
 
 __all__ = ["NoisyLSTM", "NoisyGRU", "NoisyRNN", "NoisyLSTMCell", "NoisyGRUCell", "NoisyRNNCell"]
@@ -264,7 +264,7 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
         if self.mode == "GRU":
             hidden = self.hidden_size
             w_rz = torch.cat([w_ih[: 2 * hidden], w_hh[: 2 * hidden]], 1)
-            b_rz = None if b_ih is None else b_ih[: 2 * hidden] + (0 if b_hh is None else b_hh[: 2 * hidden])
+            b_rz = merged_bias(None if b_ih is None else b_ih[: 2 * hidden], None if b_hh is None else b_hh[: 2 * hidden])
             for x_t in seq.unbind(0):
                 rz = model.product(Product(torch.cat([x_t, h], 1), w_rz, b_rz, F.linear, -1, True, training,
                                            (w_ih, w_hh)), site)
@@ -277,14 +277,14 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
                 outs.append(h)
             return torch.stack(outs), h, None
         w = torch.cat([w_ih, w_hh], 1)
-        bias = b_ih if b_hh is None else b_ih + b_hh if b_ih is not None else None
+        bias = merged_bias(b_ih, b_hh)
         if not training and not (torch.is_grad_enabled() and any(
                 t is not None and t.requires_grad for t in (seq, h, c, w_ih, w_hh, b_ih, b_hh))):
             from noisynn import hardware
 
             template = Product(seq.new_empty(0, w.size(1)), w, None, F.linear, -1, True, False, (w_ih, w_hh))
             bound = hardware.bind(model, template, site)
-            if bound is not None and _fast.usable(seq, model.generator) and bound_runs(seq, h, c):
+            if bound is not None and kernels.fast_path(seq, h, c, generator=model.generator):
                 return self._unroll_bound(seq, h, c, bound, bias, model.generator)
         for x_t in seq.unbind(0):
             pre = model.product(Product(torch.cat([x_t, h], 1), w, bias, F.linear, -1, True, training,
@@ -307,46 +307,38 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
         stay in the caches), shared out among torch's threads, each running whole blocks
         single-threaded; block ``k``'s per-read noise at step ``t`` comes from seed words drawn
         beforehand, so the result depends neither on the thread count nor on the scheduling.
-        The cell is :mod:`noisynn._fast`'s noise-free LSTM / RNN step (bias, gate activations,
+        The cell is :mod:`noisynn.kernels`' noise-free LSTM / RNN step (bias, gate activations,
         state update, and the next step's ``[x_{t+1}, h_t]`` written in place).
         """
-        lib = _fast._library()
         T, B, F_in = seq.shape
         H = self.hidden_size
         x = seq if seq.stride(2) == 1 else seq.contiguous()
         lstm = self.mode == "LSTM"
-        out = _fast.empty(T, B, H)
+        relu = self.mode == "RNN_RELU"
+        out = torch.empty(T, B, H, dtype=x.dtype)
         c_n = torch.empty(B, H, dtype=x.dtype) if lstm else None
         starts = list(range(0, B, BOUND_BLOCK))
-        words = torch.randint(0, 2**32, (len(starts), T, bound.n_seeds, 3), dtype=torch.int64,
-                              generator=generator).tolist()
+        words = torch.randint(0, 2**32, (len(starts), T, bound.n_seeds, 3), dtype=torch.int64, generator=generator)
         bias = None if bias is None else bias.detach().contiguous()
-        bias_ptr = None if bias is None else bias.data_ptr()
-        act = 1 if self.mode == "RNN_RELU" else 0
-        f32 = 4
-        no_seed = (ctypes.c_uint32 * 3)()
 
-        def run(blocks, threads: int) -> None:
+        def run(blocks) -> None:
             for k in blocks:
                 b0 = starts[k]
                 n = min(BOUND_BLOCK, B - b0)
                 xh = torch.empty(n, F_in + H, dtype=x.dtype)
                 xh[:, :F_in] = x[0, b0:b0 + n]
                 xh[:, F_in:] = h0[b0:b0 + n]
-                c = c0[b0:b0 + n].clone() if lstm else None
+                c = c0[b0:b0 + n].contiguous().clone() if lstm else None
                 for t in range(T):
-                    seeds = [(ctypes.c_uint32 * 3)(*s) for s in words[k][t]]
-                    g = bound(xh, seeds).contiguous()
+                    g = bound(xh, list(words[k, t])).contiguous()
                     last = t == T - 1
-                    h_out = out.data_ptr() + (t * B + b0) * H * f32
-                    xh_ptr = None if last else xh.data_ptr()
-                    x_next = None if last else x.data_ptr() + ((t + 1) * x.stride(0) + b0 * x.stride(1)) * f32
+                    h_out = out[t, b0:b0 + n]
+                    xh_next = None if last else xh  # the kernel writes [x_{t+1}, h_t] into it
+                    x_next = None if last else x[t + 1, b0:b0 + n]
                     if lstm:
-                        lib.nn_lstm_step(n, H, g.data_ptr(), bias_ptr, c.data_ptr(), c.data_ptr(), h_out, H,
-                                         xh_ptr, F_in, x_next, x.stride(1), 0, 0.0, no_seed, 0, None, None, threads)
+                        kernels.lstm_cell_(g, bias, c, h_out, xh_next, x_next)
                     else:
-                        lib.nn_rnn_step(n, H, g.data_ptr(), bias_ptr, h_out, H, xh_ptr, F_in, x_next, x.stride(1),
-                                        0, 0.0, no_seed, 0, act, None, threads)
+                        kernels.rnn_cell_(g, bias, relu, h_out, xh_next, x_next)
                 if lstm:
                     c_n[b0:b0 + n] = c
 
@@ -359,18 +351,15 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
 BOUND_BLOCK = 256
 
 
-def bound_runs(seq: Tensor, h: Tensor, c: Tensor | None) -> bool:
-    """Whether the fused crossbar evaluation can take these tensors (float32 on the CPU)."""
-    return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in (seq, h, c))
-
-
 def _run_blocks(run, n_blocks: int) -> None:
-    """``run(blocks, threads)`` over all blocks: on this thread (multi-threaded kernels) when there is
-    one block or one thread, else shared out among torch's threads, each single-threaded."""
-    threads = torch.get_num_threads()
-    workers = min(threads, n_blocks)
+    """``run(blocks)`` over all blocks: on this thread (multi-threaded kernels) when there is one
+    block or one thread, else shared out among Python threads, torch single-threaded meanwhile.
+
+    (The crossbar's product is Python code, so the blocks cannot be shared out inside one
+    operator as the fused layers of :mod:`noisynn.kernels` share theirs.)"""
+    workers = min(torch.get_num_threads(), n_blocks)
     if workers <= 1:
-        run(range(n_blocks), threads)
+        run(range(n_blocks))
         return
     from concurrent.futures import ThreadPoolExecutor
 
@@ -378,11 +367,24 @@ def _run_blocks(run, n_blocks: int) -> None:
 
     def part(i: int) -> None:
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-            run(range(i, n_blocks, workers), 1)
+            run(range(i, n_blocks, workers))
 
-    with _fast._torch_threads(1), ThreadPoolExecutor(workers) as pool:
+    with _torch_threads(1), ThreadPoolExecutor(workers) as pool:
         for job in [pool.submit(part, i) for i in range(workers)]:
             job.result()
+
+
+class _torch_threads:
+    """Temporarily set torch's intra-op thread count."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.old = n, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.old)
 
 
 def _resolve(model: NoiseModel, site: str) -> NoiseModel:
@@ -423,15 +425,20 @@ class NoisyLSTM(_NoisyRNNBase):
 
     def _unroll(self, seq, state, weights, model):
         spec = model.gaussian(self.site_name)
-        if spec is not None and _fast.usable(seq, spec.generator):
-            return _fast.lstm_layer(seq, *state, *weights, *spec)
+        path = "reference" if spec is None else kernels.lstm_path(seq, spec.generator)
+        if path == "fused":
+            return kernels.lstm_layer(seq, *state, *weights, *spec)
+        if path == "compiled":
+            from noisynn.kernels import compiled
+
+            w_ih, w_hh, b_ih, b_hh = weights
+            return compiled.lstm_layer(seq, *state, w_ih, w_hh, merged_bias(b_ih, b_hh), spec.kind, spec.sigma)
         return self._unroll_reference(seq, state, weights, model)
 
     def _unroll_reference(self, seq, state, weights, model):
         """The plain definition: ``model.apply`` on the gate pre-activations at every step."""
         w_ih, w_hh, b_ih, b_hh = weights
-        bias = b_ih if b_hh is None else b_ih + b_hh if b_ih is not None else None
-        xproj = F.linear(seq, w_ih, bias)  # all time steps in one GEMM
+        xproj = F.linear(seq, w_ih, merged_bias(b_ih, b_hh))  # all time steps in one GEMM
         h, c = state
         w_hh_t = w_hh.t()
         outs = []
@@ -465,18 +472,17 @@ class NoisyRNN(_NoisyRNNBase):
     def _unroll(self, seq, state, weights, model):
         w_ih, w_hh, b_ih, b_hh = weights
         spec = model.gaussian(self.site_name)
-        inference = not (torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (seq, state[0], *weights)))
-        if spec is not None and inference and _fast.usable(seq, spec.generator):
-            return (*_fast.rnn_layer(seq, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity, *spec), None)
+        # the fused RNN has no backward: only where autograd needs nothing
+        if spec is not None and kernels.fast_path(seq, state[0], *weights, generator=spec.generator,
+                                                  differentiable=False):
+            return (*kernels.rnn_layer(seq, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity, *spec), None)
         return self._unroll_reference(seq, state, weights, model)
 
     def _unroll_reference(self, seq, state, weights, model):
         """The plain definition: ``model.apply`` on the pre-activation at every step."""
         w_ih, w_hh, b_ih, b_hh = weights
-        bias = b_ih if b_hh is None else b_ih + b_hh if b_ih is not None else None
         act = torch.tanh if self.mode == "RNN_TANH" else torch.relu
-        xproj = F.linear(seq, w_ih, bias)
+        xproj = F.linear(seq, w_ih, merged_bias(b_ih, b_hh))
         h = state[0]
         w_hh_t = w_hh.t()
         outs = []
@@ -561,7 +567,7 @@ class _NoisyCell(NoiseSite):
         w_ih, w_hh, b_ih, b_hh = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh  # type: ignore
         site, n = self.site_name, self.hidden_size  # type: ignore[attr-defined]
         if isinstance(self, nn.GRUCell):
-            b_rz = None if b_ih is None else b_ih[: 2 * n] + b_hh[: 2 * n]
+            b_rz = merged_bias(None if b_ih is None else b_ih[: 2 * n], None if b_hh is None else b_hh[: 2 * n])
             rz = model.product(Product(torch.cat([x, h], 1), torch.cat([w_ih[: 2 * n], w_hh[: 2 * n]], 1), b_rz,
                                        F.linear, -1, True, self.training, (w_ih, w_hh)), site)  # type: ignore
             gi_n = model.product(Product(x, w_ih[2 * n:], None if b_ih is None else b_ih[2 * n:], F.linear, -1, True,
@@ -570,7 +576,7 @@ class _NoisyCell(NoiseSite):
                                          self.training, w_hh), f"{site}.hn")  # type: ignore[attr-defined]
             r, z = torch.sigmoid(rz).chunk(2, 1)
             return torch.lerp(torch.tanh(gi_n + r * gh_n), h, z)
-        bias = None if b_ih is None else b_ih + b_hh
+        bias = merged_bias(b_ih, b_hh)
         pre = model.product(Product(torch.cat([x, h], 1), torch.cat([w_ih, w_hh], 1), bias, F.linear, -1, True,
                                     self.training, (w_ih, w_hh)), site)  # type: ignore[attr-defined]
         if isinstance(self, nn.LSTMCell):
