@@ -49,10 +49,13 @@ from torch.nn import functional as F
 
 import noisynn
 
-try:  # the fast paths (absent in versions before issue 8: the benchmark still runs)
-    from noisynn import _fast
+try:  # the fast paths (noisynn.kernels since issue 16; absent before issue 8: the benchmark still runs)
+    from noisynn import kernels as _fast
 except ImportError:  # pragma: no cover
-    _fast = None
+    try:
+        from noisynn import _fast  # type: ignore[no-redef]
+    except ImportError:
+        _fast = None
 
 SIGMA = 0.5
 REPEATS = 40  # noisy runs per evaluation point (the papers' protocol)
@@ -229,9 +232,52 @@ def bench_rnn(device: torch.device, repeats: int, batch: int) -> list[Row]:
                  target=None, extra="vs nn.RNN + nn.Linear")]
 
 
+def bench_compiled(device: torch.device, repeats: int, batch: int) -> list[Row]:
+    """Extra row: lstm-rows noisy evaluation through the torch.compile'd reference step
+    (noisynn.kernels.compiled) vs, on the CPU, the hand-written fused operator and, on CUDA,
+    cuDNN's nn.LSTM noise-free (and the plain per-step path, shown beside)."""
+    from noisynn.kernels import compiled
+
+    torch.manual_seed(0)
+    model = noisynn.build_model("lstm-rows").to(device).eval()
+    lstm = model.rnn
+    x = torch.rand(batch, 28, 28, device=device).repeat(REPEATS, 1, 1).transpose(0, 1).contiguous()
+    w_ih, w_hh, b_ih, b_hh = lstm._cell_weights(0)
+    bias = _fast.merged_bias(b_ih, b_hh)
+    zeros = torch.zeros(x.shape[1], lstm.hidden_size, device=device)
+
+    def run_compiled() -> None:
+        with torch.inference_mode():
+            compiled.lstm_layer(x, zeros, zeros, w_ih, w_hh, bias, "additive", SIGMA)
+
+    if device.type == "cpu":
+        def run_other() -> None:
+            with torch.inference_mode():
+                _fast.lstm_layer(x, zeros, zeros, w_ih, w_hh, b_ih, b_hh, "additive", SIGMA, None)
+        other = "the fused CPU operator"
+    else:
+        ref = nn.LSTM(28, 128).to(device).eval()
+
+        def run_other() -> None:
+            with torch.inference_mode():
+                ref(x)
+        other = "cuDNN nn.LSTM noise-free"
+    run_compiled()  # compile outside the timing
+    t_comp, t_other = time_pair(run_compiled, run_other, device, repeats)
+    n = x.shape[1]
+    extra = f"vs {other}"
+    if device.type != "cpu":
+        def run_plain() -> None:
+            with torch.inference_mode(), noisynn.Additive(SIGMA):
+                lstm(x.transpose(0, 1))
+        extra += f"; plain per-step path {n / time_one(run_plain, device, repeats) :.0f} seq/s"
+    return [dict(name=f"+ compiled LSTM step, {REPEATS} x {batch} seq", unit="seq/s", noisy=n / t_comp,
+                 ref=n / t_other, target=None, extra=extra)]
+
+
 def bench_sampler(device: torch.device, repeats: int, numel: int) -> list[Row]:
     t = torch.empty(numel, device=device)
-    fast = _fast is not None and _fast.usable(t, None)
+    fast = _fast is not None and (_fast.fast_path(t) if hasattr(_fast, "fast_path") else _fast.usable(t, None))
 
     def sample() -> None:
         if fast:
@@ -289,7 +335,7 @@ def rss_child(device: str, test_size: int, runs: int) -> None:
         for g in range(0, runs, group):
             r = min(group, runs - g)
             gen = torch.Generator(device=dev).manual_seed(g)
-            with noisynn.noise("additive", SIGMA, generator=gen):
+            with noisynn.noise_model("additive", SIGMA, generator=gen):
                 for xb, yb in zip(test_x.split(batch), test_y.split(batch), strict=True):
                     logits = noisynn.repeat_forward(model, xb, r, max_batch=max_batch)
                     correct += int((logits.argmax(-1) == yb).sum())
@@ -392,7 +438,13 @@ def machine() -> str:
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
     torch_isa = torch.backends.cpu.get_cpu_capability()
     onednn = "oneDNN " + (torch.backends.mkldnn.is_available() and "on" or "off")
-    kernels = "noisynn kernels: -march=native (all of the CPU's flags)" if _fast is not None else "no noisynn kernels"
+    if _fast is None:
+        kernels = "no noisynn kernels"
+    elif hasattr(_fast, "fast_path"):
+        isa_used = torch.ops.noisynn.isa() if _fast.available() else "not built"
+        kernels = f"noisynn kernels: portable build, runtime dispatch: {isa_used}"
+    else:
+        kernels = "noisynn kernels: -march=native (all of the CPU's flags)"
     return (f"machine: {model} | {os.cpu_count()} logical CPUs | CPU flags {' '.join(isa) or 'none of avx2/avx512'} | "
             f"torch CPU capability {torch_isa} ({onednn}) | {kernels}")
 
@@ -402,8 +454,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per side (median), >= 5")
     parser.add_argument("--only", default="train,eval,sampler,cnn6,memory",
-                        help="comma-separated subset of: train, eval, sampler, cnn6, memory, rnn (extra row, not "
-                             "in the default set: the vanilla RNN, which has no fused kernel)")
+                        help="comma-separated subset of: train, eval, sampler, cnn6, memory, and the extra rows "
+                             "rnn (the vanilla RNN) and compiled (the torch.compile'd LSTM step: against the fused "
+                             "CPU operator, or on --device cuda against cuDNN's nn.LSTM)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run; noisier numbers)")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss-test-size", type=int, default=10_000, help=argparse.SUPPRESS)
@@ -415,6 +468,8 @@ def main(argv: list[str] | None = None) -> None:
         rss_child(device.type, args.rss_test_size, args.rss_runs)
         return
     only = set(args.only.split(","))
+    if device.type == "cuda" and args.only == parser.get_default("only"):
+        only.add("compiled")  # on a GPU the fused path is the compiled step: measure it against cuDNN
     quick = args.quick
     reference = os.environ.get("NOISYNN_REFERENCE", "") not in ("", "0")
     fast = _fast is not None and device.type == "cpu" and not reference and _fast.available()
@@ -432,6 +487,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += eval_rows
     if "rnn" in only:
         rows += bench_rnn(device, args.repeats, 64 if quick else 256)
+    if "compiled" in only:
+        rows += bench_compiled(device, args.repeats, 64 if quick else 256)
     if "sampler" in only:
         rows += bench_sampler(device, args.repeats, 2**20 if quick else 2**22)
     if "cnn6" in only:

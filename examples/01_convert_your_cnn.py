@@ -66,7 +66,7 @@ table = noisynn.evaluate(noisy, (test.x, test.y), noise="additive", sigmas=sigma
 print("\nadditive noise at every site, 20 noisy passes over the test set per sigma")
 print(f"{'sigma_val':>9}  {'repeat_forward':>14}  {'(sd)':>6}  {'evaluate':>8}  {'(stderr)':>8}")
 for sigma, row in zip(sigmas, table):
-    with torch.no_grad(), noisynn.noise("additive", sigma):
+    with torch.no_grad(), noisynn.noise_model("additive", sigma):
         logits = noisynn.repeat_forward(noisy, test.x, 20)  # (20, N, 10): 20 independent noisy copies
     per_run = (logits.argmax(-1) == test.y).float().mean(1)  # accuracy of each noisy pass
     print(f"{sigma:9.2f}  {100 * per_run.mean():13.2f}%  {100 * per_run.std():6.2f}  "

@@ -4,7 +4,7 @@ What it shows: ``noisynn.convert(model, noisynn.Additive(0.5))`` before training
 Deep Noise Injection (DNI) with an ordinary PyTorch loop: every forward pass of the
 converted model is noisy (in ``train()`` and ``eval()`` alike), gradients flow through the
 noisy pre-activations, nothing else in the loop changes. ``with noisynn.clean():`` gives a
-noise-free validation pass of the same model, and ``with noisynn.noise("additive", s):``
+noise-free validation pass of the same model, and ``with noisynn.noise_model("additive", s):``
 evaluates any model at sigma_val = s. A conventionally trained twin (same seed, same
 loop, no noise) is compared with the DNI model at sigma_val = 0 and 0.5.
 
@@ -69,7 +69,7 @@ print(f"{'model':>12}  {'sigma_val=0':>12}  {f'sigma_val={SIGMA_VAL}':>14}")
 for name, model in (("conventional", conventional), ("DNI", dni)):
     with noisynn.clean():
         a0, _ = accuracy(model)
-    with noisynn.noise("additive", SIGMA_VAL):
+    with noisynn.noise_model("additive", SIGMA_VAL):
         a, sd = accuracy(model, REPEATS)
     print(f"{name:>12}  {100 * a0:11.2f}%  {100 * a:8.2f}% ({100 * sd:.2f})")
 print(f"done in {time.perf_counter() - start:.1f} s")

@@ -61,7 +61,7 @@ print(f"\nnext-token loss on {len(held_out)} held-out sequences, mean over 10 no
 print(f"{'sigma_val':>9}  {'loss':>7}  {'perplexity':>10}")
 with torch.no_grad():
     for sigma in (0.0, 0.1, 0.3):
-        with noisynn.noise("additive", sigma):
+        with noisynn.noise_model("additive", sigma):
             losses = torch.tensor([model(held_out, labels=held_out).loss.item() for _ in range(10)])
         print(f"{sigma:9.2f}  {losses.mean():7.3f}  {losses.mean().exp():10.2f}")
 print(f"(uniform guessing: loss {torch.log(torch.tensor(float(VOCAB))):.3f}, perplexity {VOCAB})")

@@ -96,7 +96,7 @@ def test_eot_attack_on_a_noisy_model(digits_models):
     paths, _, test = digits_models
     model, _ = load_trained(paths["natural"])
     x, y = test.x[:100], test.y[:100]
-    with noisynn.noise("multiplicative", 0.3, generator=torch.Generator().manual_seed(0)):
+    with noisynn.noise_model("multiplicative", 0.3, generator=torch.Generator().manual_seed(0)):
         x_adv = PGD(model, 0.2, 0.05, 5, eot=4, generator=torch.Generator().manual_seed(0))(x, y)
     assert (x_adv - x).abs().max() <= 0.2 + 1e-6
     assert _acc(model, x_adv, y) < _acc(model, x, y) - 0.5

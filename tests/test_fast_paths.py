@@ -159,7 +159,7 @@ def test_sampler_mean_and_std():
 @pytest.mark.parametrize("kind", ["additive", "multiplicative"])
 def test_apply_fast_and_reference_draw_the_same_distribution(kind):
     y = torch.full((1000, 1000), 2.0)
-    model = noisynn.noise(kind, 0.4, generator=torch.Generator().manual_seed(1))
+    model = noisynn.noise_model(kind, 0.4, generator=torch.Generator().manual_seed(1))
     fast = model.apply(y)
     with reference():
         ref = model.apply(y)
@@ -187,7 +187,7 @@ def test_apply_small_tensors_keep_torch_sampler():
 @pytest.mark.parametrize("kind", ["additive", "multiplicative"])
 def test_apply_fast_noise_is_a_constant_for_autograd(kind):
     y = torch.randn(200, 100, requires_grad=True)
-    out = noisynn.noise(kind, 0.5).apply(y)
+    out = noisynn.noise_model(kind, 0.5).apply(y)
     out.sum().backward()
     if kind == "additive":
         assert torch.equal(y.grad, torch.ones_like(y))
@@ -198,7 +198,7 @@ def test_apply_fast_noise_is_a_constant_for_autograd(kind):
 def test_sigma_zero_is_the_identity_on_every_path():
     y = torch.randn(100, 100)
     for kind in ("additive", "multiplicative"):
-        assert noisynn.noise(kind, 0.0).apply(y) is y
+        assert noisynn.noise_model(kind, 0.0).apply(y) is y
 
 
 class CustomAdditive(noisynn.Additive):
@@ -353,7 +353,7 @@ def test_lstm_classifier_fast_and_reference_outputs_have_the_same_distribution(k
     """A whole network, one input repeated 2000 times: the noisy logits' distributions agree."""
     torch.manual_seed(12)
     model = noisynn.build_model("lstm-rows", steps=10, input_size=8).eval()  # short rows: a fast test
-    noisynn.set_noise(model, noisynn.PerSite({"rnn": noisynn.noise(kind, 0.6)}))  # the LSTM's noise only
+    noisynn.set_noise(model, noisynn.PerSite({"rnn": noisynn.noise_model(kind, 0.6)}))  # the LSTM's noise only
     x = torch.rand(1, 10, 8)
     with torch.no_grad():
         fast = noisynn.repeat_forward(model, x, 2000)[:, 0]
@@ -531,3 +531,71 @@ def test_kernel_words_are_philox_seeded_xoshiro128pp_and_normals_are_box_muller(
         expected.append((r * (-x if (b >> 30) & 1 else x), r * (-y if b >> 31 else y)))
     expected = [p[0] for p in expected] + [p[1] for p in expected]
     assert torch.allclose(z.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-6)
+
+
+# -- torch.compile: the operators trace, and the compiled reference step ---------------------
+def test_operators_fake_kernels_and_autograd_pass_torch_opcheck():
+    x, h0, c0 = torch.randn(3, 5, 4), torch.randn(5, 6), torch.randn(5, 6)
+    w, bias, seed = torch.randn(24, 10, requires_grad=True), torch.randn(24, requires_grad=True), torch.tensor([1, 2, 3])
+    for mode in (1, 2):
+        torch.library.opcheck(torch.ops.noisynn.lstm_train.default, (x, h0, c0, w, bias, mode, 0.5, seed, True))
+        torch.library.opcheck(torch.ops.noisynn.lstm_infer.default, (x, h0, c0, w.detach(), None, mode, 0.5, seed, 2, True))
+        torch.library.opcheck(torch.ops.noisynn.gaussian.default, (torch.randn(70, 80), mode, 0.5, seed))
+    torch.library.opcheck(torch.ops.noisynn.rnn_infer.default,
+                          (x, h0, torch.randn(6, 10), None, False, 1, 0.5, seed, 2, False))
+
+
+def test_torch_compile_traces_a_noisy_model_through_the_operators_and_matches_eager():
+    torch.manual_seed(0)
+    lstm, head = noisynn.NoisyLSTM(5, 16), noisynn.NoisyLinear(16, 20)
+
+    def net(x):
+        out, _ = lstm(x)
+        return head(out[-1])
+
+    graphs = []
+
+    def capture(gm, example_inputs):  # a backend that records the graph and runs it as it is
+        graphs.append(gm)
+        return gm.forward
+
+    compiled_net = torch.compile(net, backend=capture, fullgraph=False)
+    x = torch.randn(7, 300, 5)
+    with torch.no_grad():
+        with noisynn.Additive(0.0):
+            assert torch.equal(compiled_net(x), net(x))  # sigma = 0: to the bit
+        for model in (noisynn.Additive(0.5), noisynn.Multiplicative(0.3)):
+            with model:
+                torch.manual_seed(4)
+                eager = net(x)
+                torch.manual_seed(4)
+                traced = compiled_net(x)
+                assert torch.equal(traced, eager)  # the same seed words: the very same noise
+                assert not torch.allclose(traced, compiled_net(x))  # and fresh noise per call
+    targets = {str(node.target) for gm in graphs for node in gm.graph.nodes}
+    assert any("noisynn.lstm_infer" in t for t in targets), targets  # the fused operator is in the graph
+    assert any("noisynn.gaussian" in t for t in targets), targets  # the Linear: 300 x 20 >= MIN_ELEMENTS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_compiled_reference_step_on_the_cpu_matches_the_reference(kind):
+    """The GPU path (Inductor's fused step) run through Inductor's CPU mode: at sigma 0 the
+    reference's values, at sigma 0.5 the reference's output distribution."""
+    from noisynn.kernels import compiled
+
+    torch.manual_seed(5)
+    layer = noisynn.NoisyLSTM(4, 8)
+    w_ih, w_hh, b_ih, b_hh = layer._cell_weights(0)
+    bias = kernels.merged_bias(b_ih, b_hh)
+    x = torch.randn(5, 1, 4).expand(5, 3000, 4).contiguous()  # one sequence, 3000 noisy runs
+    zeros = torch.zeros(3000, 8)
+    with torch.no_grad():
+        clean = layer._unroll_reference(x, (zeros, zeros), (w_ih, w_hh, b_ih, b_hh), AddsNothing())
+        got = compiled.lstm_layer(x, zeros, zeros, w_ih, w_hh, bias, kind, 0.0)
+        for a, b in zip(clean, got, strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+        noisy = compiled.lstm_layer(x, zeros, zeros, w_ih, w_hh, bias, kind, 0.5)[1]
+        with reference():
+            ref = layer._unroll_reference(x, (zeros, zeros), (w_ih, w_hh, b_ih, b_hh), noisynn.noise_model(kind, 0.5))[1]
+    assert_same_distributions(noisy, ref)

@@ -53,7 +53,7 @@ def test_convert_at_sigma_zero_is_bit_identical(make_noise):
         expected = as_tensors(module(x))
         got = as_tensors(noisy(x))
         assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True)), type(module)
-        with noisynn.noise(make_noise() or "none"):
+        with noisynn.noise_model(make_noise() or "none"):
             got = as_tensors(noisy(x))
         assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True)), type(module)
 

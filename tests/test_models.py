@@ -63,9 +63,9 @@ def test_every_model_runs_clean_and_noisy_on_its_input_shape(name):
     x = torch.rand(2, *noisynn.MODELS[name].input_shape)
     clean = model(x)
     assert clean.shape == (2, 10)
-    with noisynn.noise("multiplicative", 0.0):
+    with noisynn.noise_model("multiplicative", 0.0):
         assert torch.equal(model(x), clean)
-    with noisynn.noise("multiplicative", 0.5):
+    with noisynn.noise_model("multiplicative", 0.5):
         assert not torch.equal(model(x), clean)
 
 

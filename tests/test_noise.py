@@ -133,7 +133,7 @@ def test_context_manager_overrides_and_restores():
     layer = zero_linear(1.0)
     x = torch.randn(8, 4)
     clean = layer(x)
-    with noisynn.noise("multiplicative", 0.5):
+    with noisynn.noise_model("multiplicative", 0.5):
         assert not torch.equal(layer(x), clean)
         with noisynn.clean():
             assert torch.equal(layer(x), clean)
@@ -174,7 +174,7 @@ def test_bad_sigma_is_a_value_error_naming_the_value(bad):
         noisynn.Additive(bad)
     assert repr(bad) in str(info.value)
     with pytest.raises(ValueError):
-        noisynn.noise("multiplicative", bad)
+        noisynn.noise_model("multiplicative", bad)
 
 
 def test_a_sigma_beyond_float32_is_refused_where_it_would_make_infinite_noise():
@@ -182,16 +182,30 @@ def test_a_sigma_beyond_float32_is_refused_where_it_would_make_infinite_noise():
     with pytest.raises(ValueError, match="beyond float32's range"):
         noisynn.Additive(1e39)
     with pytest.raises(ValueError, match="beyond float32's range"):
-        noisynn.noise("multiplicative", 1e300)
+        noisynn.noise_model("multiplicative", 1e300)
 
 
 def test_unknown_kind_and_missing_sigma():
     with pytest.raises(ValueError, match="unknown noise kind 'gaussian'"):
-        noisynn.noise("gaussian", 0.1)
+        noisynn.noise_model("gaussian", 0.1)
     with pytest.raises(ValueError, match="needs a sigma"):
-        noisynn.noise("additive")
+        noisynn.noise_model("additive")
 
 
 def test_multiplicative_snr():
     assert noisynn.Multiplicative(1.0).snr_db == 0.0
     assert abs(noisynn.Multiplicative(0.4).snr_db - 7.9588) < 1e-3  # paper 2: 7.96 dB
+
+
+def test_the_noise_module_is_not_shadowed_and_the_extension_protocol_is_exported():
+    import types
+
+    import noisynn.noise as m
+
+    assert isinstance(m, types.ModuleType) and m.Additive is noisynn.Additive
+    assert noisynn.noise is m
+    with pytest.warns(DeprecationWarning, match="noise_model"):
+        old = noisynn.noise("additive", 0.5)  # the old call still works, once warned
+    assert old == noisynn.noise_model("additive", 0.5) == noisynn.Additive(0.5)
+    assert noisynn.reference is m.reference and noisynn.GaussianNoise is m.GaussianNoise
+    assert noisynn.NoiseModel is m.NoiseModel and noisynn.Product is m.Product

@@ -71,9 +71,9 @@ def test_sigma_zero_is_torch_bit_for_bit_and_noise_survives_eval_no_grad():
             clean = model(x)
             assert torch.equal(clean, ref)
             for kind in ("additive", "multiplicative"):
-                with noisynn.noise(kind, 0.0):
+                with noisynn.noise_model(kind, 0.0):
                     assert torch.equal(model(x), clean)
-                with noisynn.noise(kind, 0.3):
+                with noisynn.noise_model(kind, 0.3):
                     a, b = model(x), model(x)
                 assert not torch.equal(a, b) and not torch.equal(a, clean)  # fresh noise per pass, fast path bypassed
 
@@ -85,7 +85,7 @@ def test_repeat_forward_copies_are_independent():
         clean = model(x)
         out = noisynn.repeat_forward(model, x, 3)
         assert out.shape == (3, 5, 10) and torch.allclose(out[1], clean, atol=1e-5)
-        with noisynn.noise("additive", 0.5):
+        with noisynn.noise_model("additive", 0.5):
             noisy = noisynn.repeat_forward(model, x, 3)
     assert not torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[1], noisy[2])
 

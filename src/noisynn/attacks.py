@@ -26,7 +26,7 @@ de-normalises, perturbs and clips in pixel space, and re-normalises
 (:class:`Normalized` wraps a model the same way for other uses).
 
 **Noisy models, EOT.** The attack calls ``model`` as it is: inside a
-``with noisynn.noise(...)`` block (or with a model's own noise set) every forward pass is
+``with noisynn.noise_model(...)`` block (or with a model's own noise set) every forward pass is
 noisy and so is every gradient. ``eot=K`` averages the loss (hence the gradient) over
 ``K`` independent noisy forward passes per step (expectation over transformation,
 Athalye et al. 2018); the success test then uses the mean of the K logits. With a

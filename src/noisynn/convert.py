@@ -153,7 +153,7 @@ def convert(
     Args:
         module: any ``nn.Module``.
         noise: optional noise model set on every site (see :func:`noisynn.set_noise`);
-            ``None`` leaves it clean (``with noisynn.noise(...)`` still applies).
+            ``None`` leaves it clean (``with noisynn.noise_model(...)`` still applies).
         fold_batchnorm: a linear/conv directly followed by a batch-norm inside an
             ``nn.Sequential`` (the only container whose child order is its execution
             order) becomes one site with the noise after the batch-norm.

@@ -71,7 +71,7 @@ class NoiseSite:
 
     Attributes:
         noise: the module's own noise model (``None``: clean), used unless a
-            ``with noisynn.noise(...)`` block overrides it.
+            ``with noisynn.noise_model(...)`` block overrides it.
         site_name: the module's qualified name in its model (set by :func:`set_noise`),
             passed to the noise model so that it can tell sites apart.
     """

@@ -20,7 +20,7 @@ the DenseNets; those are what the architectures described give.
 Every network is built from noisy layers, so its noise sites are exactly the
 papers' (each class docstring names them); by default they are clean. Use
 :func:`build_model` to make one and :func:`noisynn.set_noise` or ``with
-noisynn.noise(...)`` to make it noisy.
+noisynn.noise_model(...)`` to make it noisy.
 """
 
 from __future__ import annotations

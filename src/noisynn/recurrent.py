@@ -417,7 +417,7 @@ class NoisyLSTM(_NoisyRNNBase):
     Example::
 
         >>> lstm = NoisyLSTM(28, 128, batch_first=True)
-        >>> with noisynn.noise("additive", 0.5):
+        >>> with noisynn.noise_model("additive", 0.5):
         ...     out, (h, c) = lstm(torch.randn(32, 28, 28))
     """
 
