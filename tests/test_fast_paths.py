@@ -285,6 +285,29 @@ def test_fused_lstm_equals_reference_at_sigma_zero(case, monkeypatch):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("used", ["out", "h", "c", "last-step"])
+def test_fused_lstm_backward_with_outputs_that_reach_no_loss(used):
+    """Autograd hands the fused backward None for an output the loss does not use (nothing is
+    materialised); those count as zero, and an input that needs no gradient gets none."""
+    layer, x, h0, c0, w = lstm_case(2, batch=19, hidden=11)
+    x = x.detach()  # data: no gradient asked for it
+
+    def loss_of(out, h, c):
+        return {"out": (out**2).sum(), "h": (h**3).sum(), "c": (c * 0.5).sum(),
+                "last-step": out[-1].sum()}[used]
+
+    inputs = [h0, c0, *[t for t in w if t is not None]]
+    ref = torch.autograd.grad(loss_of(*layer._unroll_reference(x, (h0, c0), w, AddsNothing())), inputs,
+                              allow_unused=True)
+    got = torch.autograd.grad(loss_of(*kernels.lstm_layer(x, h0, c0, *w, "additive", 0.0, None)), inputs,
+                              allow_unused=True)
+    for a, b in zip(ref, got, strict=True):
+        if a is None:  # an input the loss does not reach in the reference
+            assert b is None or not b.abs().any()
+            continue
+        assert b is not None and torch.allclose(a, b, rtol=1e-5, atol=1e-5), (a - b).abs().max()
+
+
 @pytest.mark.parametrize("kind", ["additive", "multiplicative"])
 @pytest.mark.parametrize("case", CASES[:2])
 def test_fused_lstm_noise_replayed_by_the_reference_gives_the_same_values_and_grads(kind, case):

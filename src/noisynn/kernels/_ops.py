@@ -48,11 +48,11 @@ def _fake_lstm_train(x, h0, c0, w, bias, mode, sigma, seed, keep_noise):
             x.new_empty(T + 1, B, H), x.new_empty(T, B, 4 * H), noise)
 
 
-def _fake_lstm_backward(d_out, d_hn, d_cn, w, xh, cs, act, factor):
+def _fake_lstm_backward(d_out, d_hn, d_cn, w, xh, cs, act, factor, need_dx):
     T, B, G = act.shape
     F = xh.shape[2] - G // 4
-    return d_out.new_empty(T, B, F), d_hn.new_empty(d_hn.shape), d_cn.new_empty(d_cn.shape), \
-        w.new_empty(w.shape), w.new_empty(G)
+    dx = act.new_empty(T, B, F) if need_dx else act.new_empty(0)
+    return dx, act.new_empty(B, G // 4), act.new_empty(B, G // 4), w.new_empty(w.shape), w.new_empty(G)
 
 
 def _fake_rnn_infer(x, h0, w, bias, relu, mode, sigma, seed, block, keep_noise):
@@ -72,18 +72,17 @@ def _lstm_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(xh, cs, act, noise)
     ctx.save_for_backward(w, xh, cs, act, noise if mode == MULTIPLICATIVE else None)
     ctx.has_bias = bias is not None
+    # Gradients of outputs that reach no loss stay None (the backward treats them as zero):
+    # materialising them would fill (T, B, 4H) zeros for act and noise at every step.
+    ctx.set_materialize_grads(False)
 
 
 def _lstm_backward(ctx, d_out, d_hn, d_cn, *unused):
     """The fused backward of ``lstm_train``: gradients of x, h0, c0, the stacked weight and the bias."""
     w, xh, cs, act, factor = ctx.saved_tensors
-    T, B, G = act.shape
-    H = G // 4
-    d_out = torch.zeros(T, B, H, dtype=act.dtype) if d_out is None else d_out
-    d_hn = torch.zeros(B, H, dtype=act.dtype) if d_hn is None else d_hn
-    d_cn = torch.zeros(B, H, dtype=act.dtype) if d_cn is None else d_cn
-    dx, dh0, dc0, dw, db = torch.ops.noisynn.lstm_backward(d_out, d_hn, d_cn, w, xh, cs, act, factor)
-    return dx, dh0, dc0, dw, db if ctx.has_bias else None, None, None, None, None
+    need_dx = ctx.needs_input_grad[0]
+    dx, dh0, dc0, dw, db = torch.ops.noisynn.lstm_backward(d_out, d_hn, d_cn, w, xh, cs, act, factor, need_dx)
+    return dx if need_dx else None, dh0, dc0, dw, db if ctx.has_bias else None, None, None, None, None
 
 
 def register() -> None:

@@ -66,7 +66,7 @@ struct RnnStep {
 };
 
 // Backward of LstmStep: from the gradients of h_t (dh_a, row stride as, plus dh_b (row
-// stride H) if set) and of c_t (dc, overwritten with that of c_{t-1}) to the gradient of
+// stride H); either may be null: zero) and of c_t (dc, overwritten with that of c_{t-1}) to the gradient of
 // the pre-activation (dg, (B, 4H)); factor is the multiplicative noise (null: additive).
 struct LstmBackward {
   int64_t H;

@@ -324,12 +324,12 @@ static void lstm_backward_rows(const LstmBackward& s, i64 b0, i64 b1) {
     const i64 H = s.H, G = 4 * H;
     for (i64 b = b0; b < b1; b++) {
         const float *a = s.act + b * G, *m = s.factor ? s.factor + b * G : nullptr;
-        const float *cp = s.c_prev + b * H, *cc = s.c_cur + b * H, *da = s.dh_a + b * s.as;
+        const float *cp = s.c_prev + b * H, *cc = s.c_cur + b * H, *da = s.dh_a ? s.dh_a + b * s.as : nullptr;
         const float* db = s.dh_b ? s.dh_b + b * H : nullptr;
         float *d = s.dg + b * G, *dcb = s.dc + b * H;
         i64 j = 0;
         for (; j + W <= H; j += W) {
-            vf dh = vload(da + j) + (db ? vload(db + j) : vsplat(0.0f));
+            vf dh = (da ? vload(da + j) : vsplat(0.0f)) + (db ? vload(db + j) : vsplat(0.0f));
             cell_backward(a + j, H, cp + j, cc + j, m ? m + j : nullptr, dh, dcb + j, d + j);
         }
         if (j < H) { /* the last partial vector, through padded copies (gate stride W) */
@@ -343,7 +343,7 @@ static void lstm_backward_rows(const LstmBackward& s, i64 b0, i64 b1) {
                 tp[l] = cp[j + l];
                 tc[l] = cc[j + l];
                 tdc[l] = dcb[j + l];
-                th[l] = da[j + l] + (db ? db[j + l] : 0.0f);
+                th[l] = (da ? da[j + l] : 0.0f) + (db ? db[j + l] : 0.0f);
             }
             cell_backward(ta, W, tp, tc, m ? tm : nullptr, vload(th), tdc, td);
             for (int k = 0; k < 4; k++) __builtin_memcpy(d + k * H + j, td + k * W, (size_t)n * sizeof(float));

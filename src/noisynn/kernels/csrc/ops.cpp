@@ -281,24 +281,33 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_train(
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
-    const Tensor& d_out_in, const Tensor& d_hn, const Tensor& d_cn, const Tensor& w, const Tensor& xh,
-    const Tensor& cs, const Tensor& act, const optional<Tensor>& factor) {
+    const optional<Tensor>& d_out_in, const optional<Tensor>& d_hn, const optional<Tensor>& d_cn, const Tensor& w,
+    const Tensor& xh, const Tensor& cs, const Tensor& act, const optional<Tensor>& factor, bool need_dx) {
   at::NoGradGuard no_grad;  // the ops' own autograd is registered from Python
   const int64_t T = act.size(0), B = act.size(1), H = act.size(2) / 4, F = xh.size(2) - H;
   Tensor w_ih = w.narrow(1, 0, F), w_hh = w.narrow(1, F, H);
-  Tensor d_out = d_out_in.contiguous(), dc = d_cn.contiguous().clone(), dh_rec = d_hn.contiguous();
+  // An absent gradient (autograd passes None for an output that reaches no loss) is zero:
+  // nothing is allocated or filled for it (the step kernel skips a null dh).
+  Tensor d_out = d_out_in ? d_out_in->contiguous() : Tensor();
+  Tensor dc = d_cn ? d_cn->contiguous().clone() : at::zeros({B, H}, act.options());
+  Tensor dh_rec = d_hn ? d_hn->contiguous() : Tensor();
   Tensor dg = empty_f32({T, B, 4 * H});
+  Tensor dh_buf[2] = {at::empty({B, H}, act.options()), at::empty({B, H}, act.options())};
   const bool mult = factor && factor->numel();
   for (int64_t t = T - 1; t >= 0; t--) {
     LstmBackward st{H, act[t].data_ptr<float>(), cs[t].data_ptr<float>(), cs[t + 1].data_ptr<float>(),
-                    mult ? (*factor)[t].data_ptr<float>() : nullptr, d_out[t].data_ptr<float>(), H,
-                    dh_rec.data_ptr<float>(), dc.data_ptr<float>(), dg[t].data_ptr<float>()};
+                    mult ? (*factor)[t].data_ptr<float>() : nullptr,
+                    d_out.defined() ? d_out[t].data_ptr<float>() : nullptr, H,
+                    dh_rec.defined() ? dh_rec.data_ptr<float>() : nullptr, dc.data_ptr<float>(),
+                    dg[t].data_ptr<float>()};
     run_rows(st, B, H, true, table().lstm_backward_rows);
-    dh_rec = at::mm(dg[t], w_hh);  // the gradient of h_{t-1} through the recurrence
+    Tensor& next = dh_buf[t & 1];  // not the buffer the step above read
+    at::mm_out(next, dg[t], w_hh);  // the gradient of h_{t-1} through the recurrence
+    dh_rec = next;
   }
   Tensor dg2 = dg.view({T * B, 4 * H});
   Tensor dw = dg2.t().mm(xh.view({T * B, F + H}));
-  Tensor dx = dg2.mm(w_ih).view({T, B, F});
+  Tensor dx = need_dx ? dg2.mm(w_ih).view({T, B, F}) : at::empty({0}, act.options());
   return {dx, dh_rec, dc, dw, dg2.sum(0)};
 }
 
@@ -391,8 +400,8 @@ TORCH_LIBRARY(noisynn, m) {
         "int block, bool keep_noise) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_train(Tensor x, Tensor h0, Tensor c0, Tensor w, Tensor? bias, int mode, float sigma, Tensor seed, "
         "bool keep_noise) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("lstm_backward(Tensor d_out, Tensor d_hn, Tensor d_cn, Tensor w, Tensor xh, Tensor cs, Tensor act, "
-        "Tensor? factor) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("lstm_backward(Tensor? d_out, Tensor? d_hn, Tensor? d_cn, Tensor w, Tensor xh, Tensor cs, Tensor act, "
+        "Tensor? factor, bool need_dx) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("rnn_infer(Tensor x, Tensor h0, Tensor w, Tensor? bias, bool relu, int mode, float sigma, Tensor seed, "
         "int block, bool keep_noise) -> (Tensor, Tensor, Tensor)");
   m.def("lstm_cell_(Tensor g, Tensor? bias, Tensor(a!) c, Tensor(b!) h_out, Tensor(c!)? xh, Tensor? x_next) -> ()");
