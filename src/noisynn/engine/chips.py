@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,12 +186,41 @@ def _overrides(noise: NoiseModel, t: float | None, compensation: bool | None) ->
     return out
 
 
-def _correct_per_read(model: nn.Module, test: datasets.Dataset, reads: int, batch_size: int) -> torch.Tensor:
-    correct = torch.zeros(reads, dtype=torch.int64, device=test.y.device)
+def _correct(model: nn.Module, test: datasets.Dataset, copies: int, batch_size: int,
+             predict: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Correct answers of ``copies`` noisy reads of the whole test set, one batched pass per
+    test batch: ``predict`` turns the ``(copies, B, C)`` logits into ``(copies, B)`` answers."""
+    correct = torch.zeros(copies, dtype=torch.int64, device=test.y.device)
     for xb, yb in datasets.batches(test, batch_size, shuffle=False):
-        logits = repeat_forward(model, xb, reads, max_batch=MAX_BATCH)  # (R, B, C): R reads of this chip
-        correct += (logits.argmax(-1) == yb).sum(1)
+        logits = repeat_forward(model, xb, copies, max_batch=MAX_BATCH)
+        correct += (predict(logits) == yb).sum(1)
     return correct
+
+
+def _each_chip(model: nn.Module, test: datasets.Dataset, noise: NoiseModel, chip_ids: tuple[int, ...],
+               overrides: dict[str, Any], seed: int, stream: tuple, purpose: str,
+               read: Callable[[], torch.Tensor]) -> tuple[list[torch.Tensor], float]:
+    """``read()`` with each chip's noise model active (``model`` in ``eval()``, no autograd),
+    chip ``k``'s per-read noise drawn from ``(seed, *stream, purpose, k)``; ``model``'s mode
+    is restored after. Returns the per-chip results and the seconds taken."""
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    results = []
+    try:
+        with torch.inference_mode():
+            for chip in chip_ids:
+                chip_model = _chip_model(noise, chip, overrides)
+                _set_generator(chip_model, generator(seed, *stream, purpose, chip, device=test.x.device))
+                with chip_model:
+                    results.append(read())
+    finally:
+        model.train(was_training)
+    return results, time.perf_counter() - t0
+
+
+def _top1(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1)
 
 
 def _check_count(name: str, value: Any) -> int:
@@ -238,23 +267,9 @@ def evaluate_chips(
     """
     chip_ids = _chip_ids(noise, chips)
     reads = _check_count("reads", reads)
-    overrides = _overrides(noise, t, compensation)
-    was_training = model.training
-    model.eval()
-    t0 = time.perf_counter()
-    accs = []
-    try:
-        with torch.inference_mode():
-            for chip in chip_ids:
-                chip_model = _chip_model(noise, chip, overrides)
-                _set_generator(chip_model, generator(seed, *stream, "chip-reads", chip, device=test.x.device))
-                with chip_model:
-                    correct = _correct_per_read(model, test, reads, batch_size)
-                accs.append(tuple((correct.double() / len(test)).tolist()))
-    finally:
-        model.train(was_training)
-    return ChipsResult(tuple(accs), chip_ids, time.perf_counter() - t0)
-
+    per_chip, seconds = _each_chip(model, test, noise, chip_ids, _overrides(noise, t, compensation), seed, stream,
+                                   "chip-reads", lambda: _correct(model, test, reads, batch_size, _top1))
+    return ChipsResult(tuple(tuple((c.double() / len(test)).tolist()) for c in per_chip), chip_ids, seconds)
 
 
 def vote_chips(
@@ -285,25 +300,9 @@ def vote_chips(
 
     chip_ids = _chip_ids(noise, chips)
     votes = _check_count("votes", votes)
-    overrides = _overrides(noise, t, compensation)
-    was_training = model.training
-    model.eval()
-    t0 = time.perf_counter()
-    result = torch.zeros(len(chip_ids), votes, dtype=torch.float64)
-    try:
-        with torch.inference_mode():
-            for i, chip in enumerate(chip_ids):
-                chip_model = _chip_model(noise, chip, overrides)
-                _set_generator(chip_model, generator(seed, *stream, "chip-votes", chip, device=test.x.device))
-                correct = torch.zeros(votes, dtype=torch.int64, device=test.y.device)
-                with chip_model:
-                    for xb, yb in datasets.batches(test, batch_size, shuffle=False):
-                        logits = repeat_forward(model, xb, votes, max_batch=MAX_BATCH)  # (K, B, C)
-                        correct += (majority_vote(logits) == yb).sum(1)
-                result[i] = correct.double().cpu() / len(test)
-    finally:
-        model.train(was_training)
-    return result, chip_ids, time.perf_counter() - t0
+    per_chip, seconds = _each_chip(model, test, noise, chip_ids, _overrides(noise, t, compensation), seed, stream,
+                                   "chip-votes", lambda: _correct(model, test, votes, batch_size, majority_vote))
+    return torch.stack([c.double().cpu() / len(test) for c in per_chip]), chip_ids, seconds
 
 
 def time_sweep(
