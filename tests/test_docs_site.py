@@ -79,3 +79,22 @@ def test_a_simple_table_becomes_a_markdown_table(rst):
         "| runs | noisy runs (see ``target``) |",
         "| a\\|b | a pipe |",
     ]
+
+
+def test_every_public_module_is_in_the_api_reference():
+    """A new module of noisynn gets its `::: noisynn.x` line in a page of docs/api/ (the command line is --help's)."""
+    documented = set()
+    for page in (ROOT / "docs" / "api").glob("*.md"):
+        documented |= set(re.findall(r"^::: ([\w.]+)", page.read_text(), flags=re.M))
+    src = ROOT / "src"
+    modules = set()
+    for path in (src / "noisynn").rglob("*.py"):
+        parts = path.relative_to(src).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if any(p.startswith("_") for p in parts) or parts[:2] == ("noisynn", "cli"):
+            continue
+        modules.add(".".join(parts))
+    missing = sorted(modules - documented)
+    assert not missing, f"modules in no page of docs/api/: {missing}: add `::: NAME` to the page of its package"
+    assert not documented - modules, f"docs/api/ names modules that do not exist: {sorted(documented - modules)}"
