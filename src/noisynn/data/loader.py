@@ -57,7 +57,7 @@ class TensorLoader:
         drop_last: Skip a last, smaller batch.
         augment: Apply :func:`random_crop_flip` to each batch (images only).
 
-    Example:
+    Examples:
         >>> loader = TensorLoader(torch.zeros(10, 3), torch.arange(10), 4, shuffle=False)
         >>> [len(yb) for _, yb in loader]
         [4, 4, 2]

@@ -4,7 +4,7 @@ Every evaluated point and every finished training epoch is a row, written in its
 transaction the moment it is known, so a killed run loses at most the point it was
 computing. Re-running skips what is already here.
 
-Schema (also in the README):
+Schema (also in docs/guide/evaluation.md):
 
 ``points``: one row per evaluated grid point
     ``experiment, model, dataset, noise, sigma_train, sigma_val, votes`` (1 = a single
