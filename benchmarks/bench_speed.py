@@ -14,6 +14,9 @@ after a warm-up, and reports the median of ``--repeats`` repeats of each and the
            images, vs the same network as plain ``torch.nn`` modules noise-free;
 5. GFLOP/s the achieved rate of the noisy evaluations (matrix-product FLOPs / time) vs
            ``torch.mm`` on the same GEMM shapes;
+7. linear  ``NoisyLinear(n, n)`` inference at batch 512 (n = 128, 512, 2048), additive sigma
+           0.5, one call vs ``nn.Linear`` noise-free (issue 20's small layers); "batches":
+           one noisy lstm-rows pass at batch 256, 1,024, 4,096 vs ``nn.LSTM`` on the same batch;
 6. memory  peak resident memory (VmHWM) of a whole lstm-rows evaluation point (40 runs x
            10,000 random 28x28 sequences, as the engine runs it: groups of 10 runs, test
            batches of 1,000, ``max_batch=20_000``, inference mode), in a subprocess; its
@@ -221,6 +224,60 @@ def bench_eval(device: torch.device, repeats: int, batch: int) -> tuple[list[Row
     rows.append(dict(name="5 GFLOP/s lstm-rows eval (ref: torch.mm)", unit="GFLOP/s", noisy=flops * n / t_noisy / 1e9,
                      ref=mm, target=None, extra=f"nn.LSTM {flops * n / t_ref / 1e9:.1f}"))
     return rows, (n / t_noisy, n / t_ref)
+
+
+def bench_lstm_batches(device: torch.device, repeats: int, batches: tuple[int, ...]) -> list[Row]:
+    """Issue 20's rows: one noisy lstm-rows pass (no repeats) at each batch size vs noise-free
+    ``nn.LSTM`` + ``nn.Linear`` on the same batch, inference."""
+    torch.manual_seed(0)
+    noisy = noisynn.build_model("lstm-rows").to(device).eval()
+    noisynn.set_noise(noisy, "additive", SIGMA)
+    ref = TorchLSTMRows().to(device).eval()
+    rows = []
+    for batch in batches:
+        x = torch.rand(batch, 28, 28, device=device)
+
+        def run_noisy(x: torch.Tensor = x) -> None:
+            with torch.inference_mode():
+                noisy(x)
+
+        def run_ref(x: torch.Tensor = x) -> None:
+            with torch.inference_mode():
+                ref(x)
+
+        t_noisy, t_ref = time_pair(run_noisy, run_ref, device, repeats)
+        rows.append(dict(name=f"2b eval lstm-rows, one pass of {batch}", unit="seq/s", noisy=batch / t_noisy,
+                         ref=batch / t_ref, target=1.2 if batch >= 256 else None))
+    return rows
+
+
+def bench_linear(device: torch.device, repeats: int, batch: int, sizes: tuple[int, ...]) -> list[Row]:
+    """Issue 20's small layers: ``NoisyLinear(n, n)`` inference, additive sigma 0.5, one call on
+    ``batch`` rows, vs ``nn.Linear(n, n)`` noise-free; each call timed many times per repeat."""
+    rows = []
+    for n in sizes:
+        torch.manual_seed(0)
+        noisy = noisynn.NoisyLinear(n, n).to(device).eval()
+        noisynn.set_noise(noisy, "additive", SIGMA)
+        ref = nn.Linear(n, n).to(device).eval()
+        ref.load_state_dict(noisy.state_dict())
+        x = torch.randn(batch, n, device=device)
+        inner = max(1, int(2e8 // (2 * batch * n * n)))  # ~0.2 GFLOP per timed repeat
+
+        def run_noisy(x: torch.Tensor = x, inner: int = inner, noisy: nn.Module = noisy) -> None:
+            with torch.inference_mode():
+                for _ in range(inner):
+                    noisy(x)
+
+        def run_ref(x: torch.Tensor = x, inner: int = inner, ref: nn.Module = ref) -> None:
+            with torch.inference_mode():
+                for _ in range(inner):
+                    ref(x)
+
+        t_noisy, t_ref = time_pair(run_noisy, run_ref, device, repeats)
+        rows.append(dict(name=f"7 eval NoisyLinear {n}x{n}, batch {batch}", unit="call/s", noisy=inner / t_noisy,
+                         ref=inner / t_ref, target=0.8 if n < 512 else 0.95))
+    return rows
 
 
 def bench_rnn(device: torch.device, repeats: int, batch: int) -> list[Row]:
@@ -453,9 +510,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per side (median), >= 5")
-    parser.add_argument("--only", default="train,eval,sampler,cnn6,memory",
-                        help="comma-separated subset of: train, eval, sampler, cnn6, memory, and the extra rows "
-                             "rnn (the vanilla RNN) and compiled (the torch.compile'd LSTM step: against the fused "
+    parser.add_argument("--only", default="train,eval,batches,linear,sampler,cnn6,memory",
+                        help="comma-separated subset of: train, eval, batches (one lstm-rows pass at batch 256, "
+                             "1024, 4096), linear (NoisyLinear 128, 512, 2048 at batch 512), sampler, cnn6, memory, "
+                             "and the extra rows rnn (the vanilla RNN) and compiled (the torch.compile'd LSTM step: against the fused "
                              "CPU operator, or on --device cuda against cuDNN's nn.LSTM)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run; noisier numbers)")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
@@ -485,6 +543,10 @@ def main(argv: list[str] | None = None) -> None:
     if "eval" in only:
         eval_rows, throughput = bench_eval(device, args.repeats, 64 if quick else 256)
         rows += eval_rows
+    if "batches" in only:
+        rows += bench_lstm_batches(device, args.repeats, (64, 256) if quick else (256, 1024, 4096))
+    if "linear" in only:
+        rows += bench_linear(device, args.repeats, 512, (128, 512) if quick else (128, 512, 2048))
     if "rnn" in only:
         rows += bench_rnn(device, args.repeats, 64 if quick else 256)
     if "compiled" in only:

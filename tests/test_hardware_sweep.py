@@ -226,3 +226,29 @@ def test_the_report_draws_accuracy_against_time_with_chip_bands(swept, tmp_path)
     assert 'id="hardware"' in html and "chips_time.png" in html and "hardware-aware (PCM)" in html
     with open(tmp_path / "report" / "chips.csv") as handle:
         assert len(handle.read().strip().splitlines()) == 1 + 12
+
+
+def test_results_prints_the_chips_table_from_the_store(swept):
+    """``noisynn results`` shows every hardware point: one row per (model, compensation), a column
+    per time after programming, each cell the store's mean ± chip-to-chip spread; and the votes."""
+    from typer.testing import CliRunner
+
+    from noisynn.cli.main import app
+
+    plan, run, _, _ = swept
+    out = CliRunner().invoke(app, ["results", str(run)], terminal_width=250)
+    assert out.exit_code == 0, out.output
+    with ResultStore(run / "results.sqlite", readonly=True) as store:
+        rows = store.chip_points(plan.name)
+    assert "chips: accuracy %" in out.output and "voting on a chip" in out.output
+    lines = out.output.splitlines()
+    for r in rows:
+        if r["kind"].startswith("chips-vote"):
+            continue
+        cell = f"{100 * r['accuracy']:.2f}±{100 * r['chip_spread']:.2f}"
+        comp = "yes" if r["compensation"] else "no"
+        assert any(cell in line and f" {comp} " in line and f" {r['sigma_train']:g} " in line for line in lines), cell
+    kmax = max(r["votes"] for r in rows if r["kind"].startswith("chips-vote"))
+    for r in rows:
+        if r["kind"].startswith("chips-vote") and r["votes"] in (1, kmax):
+            assert f"{100 * r['accuracy']:.2f}" in out.output

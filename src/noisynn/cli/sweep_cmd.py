@@ -151,6 +151,7 @@ def _print_grid(run_dir: Path) -> None:
     with _store(run_dir) as store:
         points = store.points(kind="noisy")
         votes = store.points(kind="vote")
+        chips = store.chip_points()
     # a pipe or a log file gets the full grid, not one cut to 80 columns
     console = Console() if sys.stdout.isatty() else Console(width=200)
     for experiment in sorted({p["experiment"] for p in points}):
@@ -176,6 +177,50 @@ def _print_grid(run_dir: Path) -> None:
             byk = {p["votes"]: p for p in votes if (p["experiment"], p["sigma_train"], p["sigma_val"]) == (e, st, sv)}
             table.add_row(e, f"{st:g}", f"{sv:g}", *[f"{100 * byk[k]['accuracy']:.2f}" if k in byk else "…"
                                                       for k in (1, kmax)])
+        console.print(table)
+    if chips:
+        _print_chips(console, chips)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("y", 31_536_000), ("mo", 2_592_000), ("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def _print_chips(console: Console, chips: list[dict]) -> None:
+    """Hardware points (issue 17): accuracy over chips x reads at each time after programming,
+    without / with drift compensation, then voting over K reads of a chip."""
+    reads = [r for r in chips if not r["kind"].startswith("chips-vote")]
+    models = sorted({(r["experiment"], r["noise"], r["sigma_train"]) for r in chips})
+    times = sorted({r["t"] for r in reads if r["t"] is not None})
+    if reads:
+        table = Table(title="chips: accuracy % (mean over chips x reads) ± chip-to-chip spread, "
+                            "without / with drift compensation, by time after programming")
+        for col in ("experiment", "trained with", "σ_train", "compensation", *[_duration(t) for t in times]):
+            table.add_column(col, justify="right")
+        for e, noise, st in models:
+            for comp in sorted({r["compensation"] for r in reads}, key=lambda c: (c is not None, c)):
+                cells = {r["t"]: r for r in reads
+                         if (r["experiment"], r["noise"], r["sigma_train"], r["compensation"]) == (e, noise, st, comp)}
+                if cells:
+                    table.add_row(e, noise, f"{st:g}", {None: "-", False: "no", True: "yes"}[comp], *[
+                        f"{100 * cells[t]['accuracy']:.2f}±{100 * cells[t]['chip_spread']:.2f}" if t in cells else "…"
+                        for t in times])
+        console.print(table)
+    voted = [r for r in chips if r["kind"].startswith("chips-vote")]
+    if voted:
+        kmax = max(r["n_reads"] for r in voted)
+        table = Table(title=f"voting on a chip: accuracy % with K = 1 and K = {kmax} reads (mean over chips)")
+        for col in ("experiment", "trained with", "σ_train", "t", "K=1", f"K={kmax}"):
+            table.add_column(col, justify="right")
+        for e, noise, st in models:
+            byk = {r["n_reads"]: r for r in voted if (r["experiment"], r["noise"], r["sigma_train"]) == (e, noise, st)}
+            if byk:
+                t = next(iter(byk.values()))["t"]
+                table.add_row(e, noise, f"{st:g}", "-" if t is None else _duration(t),
+                              *[f"{100 * byk[k]['accuracy']:.2f}" if k in byk else "…" for k in (1, kmax)])
         console.print(table)
 
 

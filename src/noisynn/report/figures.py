@@ -455,8 +455,8 @@ def vote_accuracy(points: Sequence[Mapping], *, title: str = "") -> Figure:
 
 # -- chips (hardware points) ----------------------------------------------------------------
 #: Where the time axis of :func:`accuracy_vs_time` has named ticks (seconds after programming).
-TIME_TICKS = ((1.0, "1 s"), (60.0, "1 min"), (3600.0, "1 h"), (86400.0, "1 day"), (2592000.0, "1 month"),
-              (31536000.0, "1 year"))
+TIME_TICKS = ((1.0, "1 s"), (60.0, "1 min"), (3600.0, "1 h"), (86400.0, "1 d"), (2592000.0, "1 mo"),
+              (31536000.0, "1 y"))
 
 
 def accuracy_vs_time(rows: Sequence[Mapping], *, title: str = "", hardware: str = "") -> Figure:
