@@ -35,6 +35,7 @@ known third-party module (HF ``Conv1D``) or when a traced forward pass
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -192,7 +193,7 @@ def _convert(module: nn.Module, fold: bool, functional: bool) -> nn.Module:
     children = list(module.named_children())
     folded: set[str] = set()  # matvecs folded into the BN after them: stay noise-free
     if fold and isinstance(module, nn.Sequential):
-        for (name, child), (_, bn) in zip(children, children[1:]):
+        for (name, child), (_, bn) in itertools.pairwise(children):
             if _plain(child, _MATVEC) and type(bn) in _BATCHNORM:
                 folded.add(name)
                 child.__class__ = noisy_class(type(child))
@@ -236,7 +237,7 @@ def _qualname(cls: type) -> str:
 def _is_foreign(cls: type) -> bool:
     """A class that is neither torch's nor noisynn's: its own code may compute products."""
     mod = cls.__module__ or ""
-    return not (mod.startswith("torch.") or mod == "torch" or mod.startswith("noisynn."))
+    return not (mod == "torch" or mod.startswith(("torch.", "noisynn.")))
 
 
 def _known_clean(cls: type) -> bool:
@@ -312,7 +313,7 @@ def _module_sites(name: str, module: nn.Module) -> list[SiteInfo]:
 def _clean_reason(name: str, module: nn.Module, sites: dict, host_use: dict[str, set[str]],
                   traced: bool) -> tuple[bool, str] | None:
     """``(gap, reason)`` for a module with its own weights that is not a site; ``None`` otherwise."""
-    own = [p for p in module.parameters(recurse=False)]
+    own = list(module.parameters(recurse=False))
     if not own or (isinstance(module, NoiseSite) and not isinstance(module, Host)):
         return None
     if _plain(module, _MATVEC):

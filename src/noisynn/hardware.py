@@ -434,7 +434,7 @@ class _Prepared:
             return False
         keys = _keys(p)
         refs, versions, shape, dtype, device, params = self._ident
-        return (len(refs) == len(keys) and all(r() is k for r, k in zip(refs, keys))
+        return (len(refs) == len(keys) and all(r() is k for r, k in zip(refs, keys, strict=True))
                 and versions == tuple(_version(k) for k in keys)
                 and shape == p.weight.shape and dtype == p.weight.dtype and device == p.weight.device
                 and params == _param_key(model))

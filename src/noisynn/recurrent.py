@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, _VF, nn
+from torch import _VF, Tensor, nn
 
 from noisynn import kernels
 from noisynn.errors import ModelError
-from noisynn.layers import INTERCEPT, NoiseSite, exact_scope
 from noisynn.kernels import merged_bias
+from noisynn.layers import INTERCEPT, NoiseSite, exact_scope
 from noisynn.noise import NoiseModel, PerSite, Product
 
 __all__ = ["NoisyLSTM", "NoisyGRU", "NoisyRNN", "NoisyLSTMCell", "NoisyGRUCell", "NoisyRNNCell"]
@@ -264,7 +264,8 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
         if self.mode == "GRU":
             hidden = self.hidden_size
             w_rz = torch.cat([w_ih[: 2 * hidden], w_hh[: 2 * hidden]], 1)
-            b_rz = merged_bias(None if b_ih is None else b_ih[: 2 * hidden], None if b_hh is None else b_hh[: 2 * hidden])
+            b_rz = merged_bias(None if b_ih is None else b_ih[: 2 * hidden],
+                               None if b_hh is None else b_hh[: 2 * hidden])
             for x_t in seq.unbind(0):
                 rz = model.product(Product(torch.cat([x_t, h], 1), w_rz, b_rz, F.linear, -1, True, training,
                                            (w_ih, w_hh)), site)
@@ -543,7 +544,8 @@ class _NoisyCell(NoiseSite):
         batched = input.dim() == 2
         if not batched:
             input = input.unsqueeze(0)
-            hx = None if hx is None else (tuple(h.unsqueeze(0) for h in hx) if isinstance(hx, tuple) else hx.unsqueeze(0))
+            hx = None if hx is None else (tuple(h.unsqueeze(0) for h in hx) if isinstance(hx, tuple)
+                                          else hx.unsqueeze(0))
         if hx is None:
             zeros = input.new_zeros(input.size(0), self.hidden_size)  # type: ignore[attr-defined]
             hx = (zeros, zeros) if isinstance(self, nn.LSTMCell) else zeros

@@ -65,7 +65,13 @@ def main(
 
 
 from noisynn.cli import (  # noqa: E402
-    attack_cmd, data_cmd, experiment_cmd, inspect_cmd, models_cmd, report_cmd, sweep_cmd,
+    attack_cmd,
+    data_cmd,
+    experiment_cmd,
+    inspect_cmd,
+    models_cmd,
+    report_cmd,
+    sweep_cmd,
 )
 
 for module in (models_cmd, inspect_cmd, data_cmd, experiment_cmd, sweep_cmd, report_cmd, attack_cmd):

@@ -23,7 +23,8 @@ from noisynn.engine.seeding import generator
 from noisynn.noise import NoiseModel, check_sigma
 from noisynn.repeat import repeat_forward
 
-__all__ = ["RUN_GROUP", "PointResult", "evaluate_point", "vote_curve", "majority_vote", "mean_stderr", "parse_sigmas", "parse_range"]
+__all__ = ["RUN_GROUP", "PointResult", "evaluate_point", "vote_curve", "majority_vote", "mean_stderr", "parse_sigmas",
+           "parse_range"]
 
 #: Runs computed together in one batched pass (and sharing one noise stream).
 RUN_GROUP = 10

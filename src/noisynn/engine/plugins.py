@@ -343,7 +343,7 @@ def _two_splits(obj: Any, name: str, where: str,
         train = _split(obj["x_train"], obj["y_train"], "train", name, where, meta)
         test = _split(obj["x_test"], obj["y_test"], "test", name, where, meta)
     elif (isinstance(obj, (tuple, list)) and len(obj) == 2 and not all(_arraylike(v) for v in obj)):
-        train, test = (_from_object(o, s, name, where) for o, s in zip(obj, ("train", "test")))
+        train, test = (_from_object(o, s, name, where) for o, s in zip(obj, ("train", "test"), strict=True))
     else:
         return _from_object(obj, "train", name, where), None  # one split: evaluation data only
     if tuple(train.x.shape[1:]) != tuple(test.x.shape[1:]):

@@ -75,7 +75,8 @@ def _probe(address: str, timeout: float = 5.0) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise NoisynnError(f"cannot reach the Ray head node at {address} ({reason}): start it there with "
-                           f"`ray start --head --port={port}`, or check the address and that the port is open") from None
+                           f"`ray start --head --port={port}`, or check the address and that the port is open"
+                           ) from None
 
 
 class _Held:
@@ -128,7 +129,7 @@ def _run_on_worker(task, names: list[str], ship: bool, threads: int, *blobs):
     from noisynn.engine.sweep import execute
 
     return execute(task, {name: bytes(b) if isinstance(b, (bytearray, memoryview)) else b
-                          for name, b in zip(names, blobs)}, ship=ship, threads=threads)
+                          for name, b in zip(names, blobs, strict=True)}, ship=ship, threads=threads)
 
 
 class RayExecutor:
