@@ -105,9 +105,12 @@ def evaluate_point(
     family = resolve_noise(kind)
     model.eval()
     auto = runs == "auto"
-    if not auto and (not isinstance(runs, int) or runs < 1):
+    if auto:
+        wanted = max_runs
+    elif isinstance(runs, int) and runs >= 1:
+        wanted = runs
+    else:
         raise ValueError(f"runs must be a positive integer or 'auto', got {runs!r}")
-    wanted = max_runs if auto else runs
     if family.at(sigma_val).is_clean():
         wanted = 1
     device = test.x.device

@@ -481,7 +481,7 @@ def measured_without_checkpoint(plan, train, tasks: list[ChipsTask], seed: int) 
         records = [(store.point_record(k), t.measurement(test, meta)) for t in tasks for k in t.keys(meta)]
         if any(r is None or r[1] != how for r, how in records):
             return False
-        hashes = {r[0] for r, _ in records}
+        hashes = {r[0] for r, _ in records if r is not None}  # all are (checked above)
         if len(hashes) != 1:
             return False
         sha = hashes.pop()

@@ -265,6 +265,10 @@ def check_claims(claim_list: list[Claim], points: list[dict]) -> list[dict]:
         row = asdict(claim)
         row.update(status="not covered", measured=None, at="", coverage="", detail="")
         if claim.type in ("min_above", "max_drop"):
+            if claim.sigma_train is None or claim.value is None:  # pragma: no cover - a malformed data file
+                row["detail"] = f"a {claim.type} claim needs sigma_train and value"
+                out.append(row)
+                continue
             st = _s(claim.sigma_train)
             lo, hi = claim.sigma_val_range or (0.0, float("inf"))
             have = [grid[(st, sv)] for sv in sigma_vals if lo - 1e-9 <= sv <= hi + 1e-9 and (st, sv) in grid]
