@@ -200,11 +200,11 @@ def main() -> None:
         model = models.setdefault(name, noisynn.build_model(name).eval())
         x = _input(name, batch)
 
-        def clean():
+        def clean(model=model, x=x):
             with torch.inference_mode(), noisynn.clean():
                 model(x)
 
-        def pcm():
+        def pcm(model=model, x=x):
             with torch.inference_mode(), chip:
                 model(x)
 

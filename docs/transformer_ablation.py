@@ -127,8 +127,8 @@ def main() -> None:
             for label, groups in CONFIGS:
                 accs = accuracy_runs(
                     model, test,
-                    lambda run, g=groups, sv=sv, st=st, lab=label: per_site(
-                        kind, sv, g, generator("transformer-ablation", lab, st, sv, run)),
+                    lambda run, k=kind, g=groups, sv=sv, st=st, lab=label: per_site(
+                        k, sv, g, generator("transformer-ablation", lab, st, sv, run)),
                     args.runs)
                 cells[label, col] = mean_stderr(accs)
     seconds = time.perf_counter() - t0

@@ -46,7 +46,7 @@ train, test = data.load("digits", "train"), data.load("digits", "test")  # image
 model = SmallCNN()
 opt = torch.optim.Adam(model.parameters(), lr=3e-3)
 gen = torch.Generator().manual_seed(0)
-for epoch in range(8):
+for _epoch in range(8):
     model.train()
     for xb, yb in data.batches(train, 64, generator=gen):
         opt.zero_grad()
@@ -65,7 +65,7 @@ table = noisynn.evaluate(noisy, (test.x, test.y), noise="additive", sigmas=sigma
 
 print("\nadditive noise at every site, 20 noisy passes over the test set per sigma")
 print(f"{'sigma_val':>9}  {'repeat_forward':>14}  {'(sd)':>6}  {'evaluate':>8}  {'(stderr)':>8}")
-for sigma, row in zip(sigmas, table):
+for sigma, row in zip(sigmas, table, strict=True):
     with torch.no_grad(), noisynn.noise_model("additive", sigma):
         logits = noisynn.repeat_forward(noisy, test.x, 20)  # (20, N, 10): 20 independent noisy copies
     per_run = (logits.argmax(-1) == test.y).float().mean(1)  # accuracy of each noisy pass

@@ -55,7 +55,8 @@ def fit(model: nn.Module, label: str) -> nn.Module:
         if epoch % 5 == 0:
             with noisynn.clean():  # validation without noise, same model
                 acc, _ = accuracy(model)
-            print(f"  {label} epoch {epoch:2d}: last batch loss {loss.item():.3f}, clean test accuracy {100 * acc:.2f}%")
+            print(f"  {label} epoch {epoch:2d}: last batch loss {loss.item():.3f}, "
+                  f"clean test accuracy {100 * acc:.2f}%")
     return model
 
 

@@ -75,7 +75,8 @@ def test_a_killed_run_resumes_bit_identically(tmp_path):
     resumed = train(s, killed, device="cpu", progress=False)
     assert resumed.epochs_run == resumed.stopping["epochs_run"] - 1 >= 1
     assert read_metadata(killed)["early_stopping"] == read_metadata(straight)["early_stopping"]
-    for a, b in ((straight, killed), (best_path(straight), best_path(killed)), (last_path(straight), last_path(killed))):
+    for a, b in ((straight, killed), (best_path(straight), best_path(killed)),
+                 (last_path(straight), last_path(killed))):
         assert weights_sha(a) == weights_sha(b), a.name
 
 
@@ -157,7 +158,8 @@ def test_an_old_store_gains_the_holdout_columns(tmp_path):
     path = tmp_path / "results.sqlite"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE epochs (experiment TEXT NOT NULL, model TEXT NOT NULL, noise TEXT NOT NULL, "
-                     "sigma_train REAL NOT NULL, seed INTEGER NOT NULL, epoch INTEGER NOT NULL, batches INTEGER NOT NULL, "
+                     "sigma_train REAL NOT NULL, seed INTEGER NOT NULL, epoch INTEGER NOT NULL, "
+                     "batches INTEGER NOT NULL, "
                      "train_loss REAL NOT NULL, train_accuracy REAL NOT NULL, val_loss REAL NOT NULL, "
                      "val_accuracy REAL NOT NULL, seconds REAL NOT NULL, checkpoint TEXT NOT NULL, "
                      "PRIMARY KEY (experiment, model, noise, sigma_train, seed, epoch))")

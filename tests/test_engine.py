@@ -105,7 +105,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     straight = train(spec4, tmp_path / "b.safetensors", device="cpu", progress=False)
     a, _ = load_trained(tmp_path / "a.safetensors")
     b, _ = load_trained(tmp_path / "b.safetensors")
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
     assert resumed.metrics["val_accuracy"] == straight.metrics["val_accuracy"]
 

@@ -334,7 +334,8 @@ def test_fused_lstm_noise_is_gaussian_and_fresh_per_step_row_gate_and_call(kind,
     w = noisynn.NoisyLSTM(3, hidden)._cell_weights(0)
     x, zeros = torch.randn(steps, batch, 3), torch.zeros(batch, hidden)
     z = assert_fresh_standard_normal(
-        lambda record: kernels.lstm_layer(x, zeros, zeros, *w, kind, 0.5, None, record), (steps, batch, 4 * hidden), kind)
+        lambda record: kernels.lstm_layer(x, zeros, zeros, *w, kind, 0.5, None, record),
+        (steps, batch, 4 * hidden), kind)
     bound = 5 / math.sqrt(z[0].numel())
     for gate in range(3):  # gates of one row
         a = z[..., gate * hidden : (gate + 1) * hidden]
@@ -559,10 +560,12 @@ def test_kernel_words_are_philox_seeded_xoshiro128pp_and_normals_are_box_muller(
 # -- torch.compile: the operators trace, and the compiled reference step ---------------------
 def test_operators_fake_kernels_and_autograd_pass_torch_opcheck():
     x, h0, c0 = torch.randn(3, 5, 4), torch.randn(5, 6), torch.randn(5, 6)
-    w, bias, seed = torch.randn(24, 10, requires_grad=True), torch.randn(24, requires_grad=True), torch.tensor([1, 2, 3])
+    w, bias = torch.randn(24, 10, requires_grad=True), torch.randn(24, requires_grad=True)
+    seed = torch.tensor([1, 2, 3])
     for mode in (1, 2):
         torch.library.opcheck(torch.ops.noisynn.lstm_train.default, (x, h0, c0, w, bias, mode, 0.5, seed, True))
-        torch.library.opcheck(torch.ops.noisynn.lstm_infer.default, (x, h0, c0, w.detach(), None, mode, 0.5, seed, 2, True))
+        torch.library.opcheck(torch.ops.noisynn.lstm_infer.default,
+                              (x, h0, c0, w.detach(), None, mode, 0.5, seed, 2, True))
         torch.library.opcheck(torch.ops.noisynn.gaussian.default, (torch.randn(70, 80), mode, 0.5, seed))
     torch.library.opcheck(torch.ops.noisynn.rnn_infer.default,
                           (x, h0, torch.randn(6, 10), None, False, 1, 0.5, seed, 2, False))
@@ -620,5 +623,6 @@ def test_compiled_reference_step_on_the_cpu_matches_the_reference(kind):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
         noisy = compiled.lstm_layer(x, zeros, zeros, w_ih, w_hh, bias, kind, 0.5)[1]
         with reference():
-            ref = layer._unroll_reference(x, (zeros, zeros), (w_ih, w_hh, b_ih, b_hh), noisynn.noise_model(kind, 0.5))[1]
+            ref = layer._unroll_reference(x, (zeros, zeros), (w_ih, w_hh, b_ih, b_hh),
+                                          noisynn.noise_model(kind, 0.5))[1]
     assert_same_distributions(noisy, ref)

@@ -199,7 +199,7 @@ def test_papers_networks_run_on_a_pcm_chip_and_drift_hurts_without_compensation(
     with torch.no_grad():
         with noisynn.clean():
             clean = model(x)
-        with PCM(t=0.0, **{**QUIET}):
+        with PCM(t=0.0, **QUIET):
             quiet = model(x)
         with PCM(t=3.15e7, compensation=False, read_noise_scale=0.0, prog_noise_scale=0.0):
             year = model(x)

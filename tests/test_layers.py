@@ -170,7 +170,8 @@ def test_noise_is_a_constant_in_the_backward_pass():
 
 def test_wrong_input_shape_is_one_clear_line():
     lstm = noisynn.NoisyLSTM(28, 8, batch_first=True)
-    with pytest.raises(noisynn.ModelError, match=r"expects input of shape \(batch, seq, features\) with features = 28.*got \(2, 28, 5\)"):
+    with pytest.raises(noisynn.ModelError,
+                       match=r"expects input of shape \(batch, seq, features\) with features = 28.*got \(2, 28, 5\)"):
         lstm(torch.randn(2, 28, 5))
     with pytest.raises(noisynn.ModelError, match="got \\(3,\\)"):
         lstm(torch.randn(3))

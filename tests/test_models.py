@@ -72,7 +72,8 @@ def test_every_model_runs_clean_and_noisy_on_its_input_shape(name):
 def test_unknown_model_and_wrong_shapes_are_one_line_errors():
     with pytest.raises(noisynn.ModelError, match="unknown model 'lstm'.*lstm-rows"):
         noisynn.build_model("lstm")
-    with pytest.raises(noisynn.ModelError, match=r"cnn6 expects input of shape \(batch, 1, 28, 28\), got \(2, 28, 28\)"):
+    with pytest.raises(noisynn.ModelError,
+                       match=r"cnn6 expects input of shape \(batch, 1, 28, 28\), got \(2, 28, 28\)"):
         noisynn.build_model("cnn6")(torch.rand(2, 28, 28))
     with pytest.raises(noisynn.ModelError, match=r"lstm-strokes expects input of shape \(batch, 50, 2\)"):
         noisynn.build_model("lstm-strokes")(torch.rand(2, 28, 28))

@@ -100,7 +100,8 @@ def table(run: Path) -> dict:
                       "JOIN points p ON p.id = r.point_id ORDER BY 1, 2, 3, 4, 5").fetchall(),
             "epochs": q("SELECT sigma_train, epoch, batches, train_loss, train_accuracy, val_loss, val_accuracy, "
                         "checkpoint, holdout_loss, holdout_accuracy FROM epochs ORDER BY 1, 2").fetchall(),
-            "curve": q("SELECT sigma_train, batches, epoch, val_loss, val_accuracy FROM curve ORDER BY 1, 2").fetchall(),
+            "curve": q("SELECT sigma_train, batches, epoch, val_loss, val_accuracy FROM curve "
+                       "ORDER BY 1, 2").fetchall(),
             "stopping": q("SELECT * FROM stopping ORDER BY sigma_train").fetchall(),
         }
 
@@ -162,7 +163,9 @@ class Wrapping:
 
 
 def _sigma(task) -> float:
-    return task.spec.sigma_train if isinstance(task, TrainTask) else float(Path(task.checkpoint).stem.split("-s")[1][:4])
+    if isinstance(task, TrainTask):
+        return task.spec.sigma_train
+    return float(Path(task.checkpoint).stem.split("-s")[1][:4])
 
 
 def test_a_ray_sweep_equals_the_local_one_and_only_the_driver_writes(preset, reference, cluster, tmp_path):
@@ -241,7 +244,8 @@ def test_a_noisynn_error_in_a_task_ends_the_sweep_in_one_line_and_keeps_what_fin
                      executor=RayExecutor())
     assert done.computed == 2 * 2 + 2 - tasks_kept and done.skipped == tasks_kept  # nothing kept is measured again
     with sqlite3.connect(run / "results.sqlite") as conn:
-        after = {row[0]: row for row in conn.execute("SELECT id, created, kind, sigma_train, sigma_val, votes FROM points")}
+        rows = conn.execute("SELECT id, created, kind, sigma_train, sigma_val, votes FROM points")
+        after = {row[0]: row for row in rows}
     assert all(after[k[0]] == k for k in kept)
     assert table(run) == table(reference)
 

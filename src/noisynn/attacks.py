@@ -59,6 +59,9 @@ def _channels(values: Sequence[float] | Tensor, like: Tensor) -> Tensor:
 class Normalized(nn.Module):
     """``model`` preceded by per-channel normalisation: reads pixels in [0, 1]."""
 
+    mean: Tensor  # buffers (registered in __init__)
+    std: Tensor
+
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.model = model
@@ -119,10 +122,14 @@ class PGD:
 
     # -- the attack -------------------------------------------------------------------
     def _to_pixels(self, x: Tensor) -> Tensor:
-        return x if self.mean is None else x * _channels(self.std, x) + _channels(self.mean, x)
+        if self.mean is None or self.std is None:  # both or neither (checked in __init__)
+            return x
+        return x * _channels(self.std, x) + _channels(self.mean, x)
 
     def _from_pixels(self, x: Tensor) -> Tensor:
-        return x if self.mean is None else (x - _channels(self.mean, x)) / _channels(self.std, x)
+        if self.mean is None or self.std is None:
+            return x
+        return (x - _channels(self.mean, x)) / _channels(self.std, x)
 
     def _logits_loss(self, x_pix: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Mean logits over the EOT passes and per-sample mean loss, both (B, ...)."""

@@ -35,10 +35,11 @@ known third-party module (HF ``Conv1D``) or when a traced forward pass
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -192,11 +193,12 @@ def _convert(module: nn.Module, fold: bool, functional: bool) -> nn.Module:
     children = list(module.named_children())
     folded: set[str] = set()  # matvecs folded into the BN after them: stay noise-free
     if fold and isinstance(module, nn.Sequential):
-        for (name, child), (_, bn) in zip(children, children[1:]):
+        for (name, child), (_, bn) in itertools.pairwise(children):
             if _plain(child, _MATVEC) and type(bn) in _BATCHNORM:
                 folded.add(name)
                 child.__class__ = noisy_class(type(child))
-                child.folded = True  # exact under output noise; the analog product under hardware models
+                # exact under output noise; the analog product under hardware models
+                child.folded = True  # type: ignore[assignment]  # torch types Module.__setattr__ too narrowly
                 bn.__class__ = NOISY_CLASSES[type(bn)]  # the BN carries the pair's noise
     for name, child in children:
         if name not in folded:
@@ -217,7 +219,7 @@ def _replace(module: nn.Module, functional: bool) -> nn.Module:
         module.__class__ = noisy_class(cls)
         return module
     if cls in (nn.LSTM, nn.GRU, nn.RNN):
-        return _recurrent(module)
+        return _recurrent(cast("nn.LSTM | nn.GRU | nn.RNN", module))
     if cls in _CELLS:
         module.__class__ = _CELLS[cls]
         return module
@@ -236,7 +238,7 @@ def _qualname(cls: type) -> str:
 def _is_foreign(cls: type) -> bool:
     """A class that is neither torch's nor noisynn's: its own code may compute products."""
     mod = cls.__module__ or ""
-    return not (mod.startswith("torch.") or mod == "torch" or mod.startswith("noisynn."))
+    return not (mod == "torch" or mod.startswith(("torch.", "noisynn.")))
 
 
 def _known_clean(cls: type) -> bool:
@@ -244,20 +246,22 @@ def _known_clean(cls: type) -> bool:
     return entry is not None and entry[0] == "clean"
 
 
-def _recurrent(module: nn.RNNBase) -> nn.Module:
+def _recurrent(module: nn.LSTM | nn.GRU | nn.RNN) -> nn.Module:
     if getattr(module, "proj_size", 0):
         raise ModelError("convert: nn.LSTM with proj_size > 0 is not supported by NoisyLSTM; use proj_size=0")
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
         dropout=module.dropout, bidirectional=module.bidirectional,
     )
+    noisy: nn.Module
     if isinstance(module, nn.LSTM):
         noisy = NoisyLSTM(module.input_size, module.hidden_size, **kwargs)
     elif isinstance(module, nn.GRU):
         noisy = NoisyGRU(module.input_size, module.hidden_size, **kwargs)
     else:
         noisy = NoisyRNN(module.input_size, module.hidden_size, nonlinearity=module.nonlinearity, **kwargs)
-    noisy = noisy.to(device=module.weight_ih_l0.device, dtype=module.weight_ih_l0.dtype)
+    first = module.all_weights[0][0]  # weight_ih_l0
+    noisy = noisy.to(device=first.device, dtype=first.dtype)
     noisy.load_state_dict(module.state_dict())
     noisy.train(module.training)
     return noisy
@@ -276,6 +280,7 @@ def inspect(model: nn.Module, *example_inputs: Any, traced: bool | None = None) 
     report = ConversionReport()
     seen: dict[str, SiteInfo] = {}
     host_use: dict[str, set[str]] = {}
+    module: nn.Module  # named_modules() is unannotated in torch
     if example_inputs or traced:
         report.traced = True
         _trace(model, example_inputs, seen, host_use)
@@ -312,7 +317,7 @@ def _module_sites(name: str, module: nn.Module) -> list[SiteInfo]:
 def _clean_reason(name: str, module: nn.Module, sites: dict, host_use: dict[str, set[str]],
                   traced: bool) -> tuple[bool, str] | None:
     """``(gap, reason)`` for a module with its own weights that is not a site; ``None`` otherwise."""
-    own = [p for p in module.parameters(recurse=False)]
+    own = list(module.parameters(recurse=False))
     if not own or (isinstance(module, NoiseSite) and not isinstance(module, Host)):
         return None
     if _plain(module, _MATVEC):
@@ -355,6 +360,7 @@ def _trace(model: nn.Module, inputs: Sequence[Any], seen: dict[str, SiteInfo], h
     from noisynn import functional as fn
 
     params_of: dict[int, str] = {}
+    module: nn.Module  # named_modules() is unannotated in torch
     for name, module in model.named_modules():
         if isinstance(module, Host):
             host_use.setdefault(name, set())

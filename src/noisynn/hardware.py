@@ -121,7 +121,7 @@ class Crossbar(NoiseModel):
         if self.inp_bits == 1 or self.out_bits == 1:
             raise ValueError("inp_bits and out_bits must be 0 (off) or >= 2 (a sign bit and one level)")
         self.noise_management = bool(noise_management)
-        self.max_input_size = _check("max_input_size", max_input_size, integer=True)
+        self.max_input_size = int(_check("max_input_size", max_input_size, integer=True))
 
     # -- the extension point -------------------------------------------------------
     def computes_products(self, site: str = "") -> bool:
@@ -203,12 +203,12 @@ class Crossbar(NoiseModel):
         else:
             xn = x / scale
         y = p.exact(xn, wn, None)  # normalised units / unit
-        noise_std = None  # in y's units
-        if self.weight_read_noise:
-            noise_std = self.weight_read_noise * p.exact(xn.detach() ** 2, wn.detach().abs(), None).clamp_min(0).sqrt()
+        read_std = (self.weight_read_noise * p.exact(xn.detach() ** 2, wn.detach().abs(), None).clamp_min(0).sqrt()
+                    if self.weight_read_noise else None)
+        noise_std: Tensor | float | None = read_std  # in y's units
         if self.out_noise:
             o = self.out_noise / unit
-            noise_std = o if noise_std is None else (noise_std ** 2 + o ** 2).sqrt()
+            noise_std = o if read_std is None else (read_std ** 2 + o ** 2).sqrt()
         out_scale = _channel_view(scale, y, p)
         if self.relative_out_noise:  # real units sigma * max|x| * max|W|  =  normalised sigma * max|x| / scale
             rel = self.relative_out_noise / unit * _channel_view(amax, y, p) / out_scale
@@ -298,13 +298,14 @@ class Crossbar(NoiseModel):
             xl = x / scale
         g = op(xl, wq)
         var = (self.out_noise / unit / step) ** 2 if self.out_noise else 0.0  # in g's units
-        var_t = None
+        var_t: Tensor | None = None
         if self.relative_out_noise:
             rel = self.relative_out_noise / unit / step
             if nm:  # max|x| / scale = 1
                 var += rel ** 2
             else:
-                var_t = (rel * amax / scale) ** 2  # type: ignore[operator]
+                assert amax is not None  # computed above whenever relative_out_noise
+                var_t = (rel * amax / scale) ** 2
         if self.weight_read_noise:
             wr = (self.weight_read_noise / step) ** 2 * op(xl * xl, wabs).clamp_min_(0)
             var_t = wr if var_t is None else wr.add_(var_t)
@@ -345,7 +346,7 @@ class Crossbar(NoiseModel):
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.params() == self.params()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.params() == self.params()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, tuple(sorted(self.params().items()))))
@@ -434,7 +435,7 @@ class _Prepared:
             return False
         keys = _keys(p)
         refs, versions, shape, dtype, device, params = self._ident
-        return (len(refs) == len(keys) and all(r() is k for r, k in zip(refs, keys))
+        return (len(refs) == len(keys) and all(r() is k for r, k in zip(refs, keys, strict=True))
                 and versions == tuple(_version(k) for k in keys)
                 and shape == p.weight.shape and dtype == p.weight.dtype and device == p.weight.device
                 and params == _param_key(model))

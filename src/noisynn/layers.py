@@ -238,7 +238,7 @@ def noisy_class(cls: type) -> type:
     NOISY_CLASSES[cls] = made
     return made
 
-def noise_sites(model: nn.Module, *, hosts: bool = False) -> Iterator[tuple[str, nn.Module]]:
+def noise_sites(model: nn.Module, *, hosts: bool = False) -> Iterator[tuple[str, NoiseSite]]:
     """Yield ``(qualified_name, module)`` for every noise site in ``model``.
 
     Also records each site's qualified name in its ``site_name`` (what a

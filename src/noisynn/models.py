@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -75,7 +76,10 @@ class _Network(nn.Module):
             pass
 
 
-def _folded(layer: nn.Module) -> nn.Module:
+_Folded = TypeVar("_Folded", NoisyConv2d, NoisyLinear)
+
+
+def _folded(layer: _Folded) -> _Folded:
     """Mark a linear/conv whose noise the batch-norm after it carries (see ``noisynn.layers``)."""
     layer.folded = True
     return layer
@@ -377,5 +381,5 @@ def build_model(name: str, *, noise_kind: str | None = None, **options) -> nn.Mo
         model = spec.build(noise_kind=noise_kind, **options) if name == "cnn6" else spec.build(**options)
     except TypeError as exc:
         raise ModelError(f"model {name!r} does not take these options {sorted(options)}: {exc}") from None
-    model.name = name
+    model.name = name  # type: ignore[assignment]  # torch types Module.__setattr__ too narrowly
     return model

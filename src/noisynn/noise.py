@@ -346,7 +346,7 @@ class _Gaussian(NoiseModel):
         return f"{type(self).__name__}(sigma={self.sigma:g})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.sigma == self.sigma  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.sigma == self.sigma
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.sigma))

@@ -34,14 +34,17 @@ two, as the papers' networks do (81,674 parameters for the LSTM of paper 1, tabl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, _VF, nn
+from torch import _VF, Tensor, nn
 
 from noisynn import kernels
 from noisynn.errors import ModelError
-from noisynn.layers import INTERCEPT, NoiseSite, exact_scope
 from noisynn.kernels import merged_bias
+from noisynn.layers import INTERCEPT, NoiseSite, exact_scope
 from noisynn.noise import NoiseModel, PerSite, Product
 
 __all__ = ["NoisyLSTM", "NoisyGRU", "NoisyRNN", "NoisyLSTMCell", "NoisyGRUCell", "NoisyRNNCell"]
@@ -84,7 +87,7 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
         self.single_bias = single_bias and bias
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         gate_size = _GATES[self.mode] * hidden_size
         self._weight_names: list[list[str]] = []
         for layer in range(num_layers):
@@ -180,7 +183,8 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
         if not batched:
             input = input.unsqueeze(batch_dim)
             if hx is not None:
-                hx = tuple(h.unsqueeze(1) for h in hx) if isinstance(hx, tuple) else hx.unsqueeze(1)
+                hx = cast("tuple[Tensor, Tensor]", tuple(h.unsqueeze(1) for h in hx)) if isinstance(hx, tuple) \
+                    else hx.unsqueeze(1)
         batch = input.size(batch_dim)
         if hx is None:
             hx = self._zeros_state(input, batch)
@@ -202,7 +206,9 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
         return output, hidden
 
     def _exact_forward(self, input: Tensor, hx):
-        kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}[self.mode]
+        by_mode: dict[str, Callable[..., Any]] = {
+            "LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+        kernel = by_mode[self.mode]
         result = kernel(
             input, hx, self._flat_weights(), self.bias, self.num_layers,
             self.dropout, self.training, self.bidirectional, self.batch_first,
@@ -264,7 +270,8 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
         if self.mode == "GRU":
             hidden = self.hidden_size
             w_rz = torch.cat([w_ih[: 2 * hidden], w_hh[: 2 * hidden]], 1)
-            b_rz = merged_bias(None if b_ih is None else b_ih[: 2 * hidden], None if b_hh is None else b_hh[: 2 * hidden])
+            b_rz = merged_bias(None if b_ih is None else b_ih[: 2 * hidden],
+                               None if b_hh is None else b_hh[: 2 * hidden])
             for x_t in seq.unbind(0):
                 rz = model.product(Product(torch.cat([x_t, h], 1), w_rz, b_rz, F.linear, -1, True, training,
                                            (w_ih, w_hh)), site)
@@ -328,18 +335,21 @@ class _NoisyRNNBase(NoiseSite, nn.Module):
                 xh = torch.empty(n, F_in + H, dtype=x.dtype)
                 xh[:, :F_in] = x[0, b0:b0 + n]
                 xh[:, F_in:] = h0[b0:b0 + n]
-                c = c0[b0:b0 + n].contiguous().clone() if lstm else None
+                c = None
+                if lstm:
+                    assert c0 is not None  # an LSTM has its cell state
+                    c = c0[b0:b0 + n].contiguous().clone()
                 for t in range(T):
                     g = bound(xh, list(words[k, t])).contiguous()
                     last = t == T - 1
                     h_out = out[t, b0:b0 + n]
                     xh_next = None if last else xh  # the kernel writes [x_{t+1}, h_t] into it
                     x_next = None if last else x[t + 1, b0:b0 + n]
-                    if lstm:
+                    if c is not None:  # the LSTM
                         kernels.lstm_cell_(g, bias, c, h_out, xh_next, x_next)
                     else:
                         kernels.rnn_cell_(g, bias, relu, h_out, xh_next, x_next)
-                if lstm:
+                if c is not None and c_n is not None:  # the LSTM
                     c_n[b0:b0 + n] = c
 
         _run_blocks(run, len(starts))
@@ -543,7 +553,8 @@ class _NoisyCell(NoiseSite):
         batched = input.dim() == 2
         if not batched:
             input = input.unsqueeze(0)
-            hx = None if hx is None else (tuple(h.unsqueeze(0) for h in hx) if isinstance(hx, tuple) else hx.unsqueeze(0))
+            hx = None if hx is None else (tuple(h.unsqueeze(0) for h in hx) if isinstance(hx, tuple)
+                                          else hx.unsqueeze(0))
         if hx is None:
             zeros = input.new_zeros(input.size(0), self.hidden_size)  # type: ignore[attr-defined]
             hx = (zeros, zeros) if isinstance(self, nn.LSTMCell) else zeros
@@ -562,18 +573,18 @@ class _NoisyCell(NoiseSite):
 
     def _product_step(self, x: Tensor, hx, model: NoiseModel):
         """One step with the gate product ``[W_ih W_hh] [x; h] + b`` computed by ``model.product``."""
-        model = _resolve(model, self.site_name)  # type: ignore[attr-defined]
+        model = _resolve(model, self.site_name)
         h = hx[0] if isinstance(hx, tuple) else hx
         w_ih, w_hh, b_ih, b_hh = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh  # type: ignore
         site, n = self.site_name, self.hidden_size  # type: ignore[attr-defined]
         if isinstance(self, nn.GRUCell):
             b_rz = merged_bias(None if b_ih is None else b_ih[: 2 * n], None if b_hh is None else b_hh[: 2 * n])
             rz = model.product(Product(torch.cat([x, h], 1), torch.cat([w_ih[: 2 * n], w_hh[: 2 * n]], 1), b_rz,
-                                       F.linear, -1, True, self.training, (w_ih, w_hh)), site)  # type: ignore
+                                       F.linear, -1, True, self.training, (w_ih, w_hh)), site)
             gi_n = model.product(Product(x, w_ih[2 * n:], None if b_ih is None else b_ih[2 * n:], F.linear, -1, True,
-                                         self.training, w_ih), f"{site}.in")  # type: ignore[attr-defined]
+                                         self.training, w_ih), f"{site}.in")
             gh_n = model.product(Product(h, w_hh[2 * n:], None if b_hh is None else b_hh[2 * n:], F.linear, -1, True,
-                                         self.training, w_hh), f"{site}.hn")  # type: ignore[attr-defined]
+                                         self.training, w_hh), f"{site}.hn")
             r, z = torch.sigmoid(rz).chunk(2, 1)
             return torch.lerp(torch.tanh(gi_n + r * gh_n), h, z)
         bias = merged_bias(b_ih, b_hh)

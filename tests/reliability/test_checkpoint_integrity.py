@@ -58,7 +58,7 @@ def test_optimizer_state_round_trips_with_its_hash(tmp_path):
     state = load_checkpoint(path)
     fresh = torch.optim.Adam(model.parameters(), lr=1e-3)
     fresh.load_state_dict(state["optim"])
-    for a, b in zip(fresh.state.values(), optimizer.state.values()):
+    for a, b in zip(fresh.state.values(), optimizer.state.values(), strict=True):
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
 
 
@@ -143,7 +143,7 @@ def test_a_kill_between_checkpoint_and_sidecar_is_repaired(tmp_path):
 
     state = load_checkpoint(path)  # any reader repairs it
     assert state["meta"]["epoch"] == 2
-    assert json.loads(sidecar.read_text()) == {k: v for k, v in read_metadata(path).items()}
+    assert json.loads(sidecar.read_text()) == dict(read_metadata(path))
     assert sorted(p.name for p in path.parent.iterdir()) == ["m.json", "m.safetensors"]
 
 

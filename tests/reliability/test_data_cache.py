@@ -68,9 +68,9 @@ def test_the_check_runs_in_a_fresh_process_too(shared_data, cache):
 
 
 def test_data_check_reports_a_rewritten_cache(shared_data, cache):
+    import typer
     from typer.testing import CliRunner
 
-    import typer
     from noisynn.cli import data_cmd
 
     data.load("mnist", "test", data_dir=shared_data)

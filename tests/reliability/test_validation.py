@@ -362,7 +362,8 @@ def test_a_stray_checkpoint_in_models_does_not_break_report(tmp_path):
     for name, (document, _) in _bad_metadata(trained).items():
         _with_metadata(trained, run / "models", "stray-" + name.replace(" ", "-"), document)
     (run / "models" / "junk.safetensors").write_bytes(os.urandom(500))
-    save_file({"a": load_file(str(trained))[next(iter(load_file(str(trained))))]}, str(run / "models" / "x.safetensors"))
+    save_file({"a": load_file(str(trained))[next(iter(load_file(str(trained))))]},
+              str(run / "models" / "x.safetensors"))
     result = noisynn("report", run, "--softmax-runs", "5", "--state-samples", "5", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and (run / "report" / "report.html").is_file()

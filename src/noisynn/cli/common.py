@@ -33,10 +33,10 @@ def user_errors(fn: Callable) -> Callable:
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(2) from None
         except OSError as exc:  # a full disk, a denied write: one line saying what was kept
-            message = environment_error(exc)
-            if message is None:
+            reason = environment_error(exc)
+            if reason is None:
                 raise
-            typer.echo(f"error: {message}", err=True)
+            typer.echo(f"error: {reason}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: finished points and epochs are saved; run the same command again to resume",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from pathlib import Path
+from typing import Any
 
 import torch
 import typer
@@ -32,7 +33,7 @@ def _load(target: str) -> tuple[torch.nn.Module, tuple[int, ...] | None, str]:
     if ":" in target:
         module_name, _, attr = target.partition(":")
         try:
-            obj = importlib.import_module(module_name)
+            obj: Any = importlib.import_module(module_name)  # then an attribute of it
             for part in attr.split("."):
                 obj = getattr(obj, part)
         except (ImportError, AttributeError) as exc:

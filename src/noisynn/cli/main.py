@@ -10,7 +10,7 @@ from typer.core import TyperGroup
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click import exceptions as click_errors
 except ImportError:  # pragma: no cover - typer on top of click
-    from click import exceptions as click_errors
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 from noisynn import __version__
 
@@ -65,7 +65,13 @@ def main(
 
 
 from noisynn.cli import (  # noqa: E402
-    attack_cmd, data_cmd, experiment_cmd, inspect_cmd, models_cmd, report_cmd, sweep_cmd,
+    attack_cmd,
+    data_cmd,
+    experiment_cmd,
+    inspect_cmd,
+    models_cmd,
+    report_cmd,
+    sweep_cmd,
 )
 
 for module in (models_cmd, inspect_cmd, data_cmd, experiment_cmd, sweep_cmd, report_cmd, attack_cmd):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -13,7 +14,7 @@ from noisynn.models import MODELS, build_model, count_parameters
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
     """List the papers' networks: name, input shape, parameter count, source."""
-    rows = []
+    rows: list[dict[str, Any]] = []  # one JSON object per network
     for spec in MODELS.values():
         rows.append({
             "name": spec.name,
@@ -29,7 +30,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print machine-rea
     for column in ("name", "input", "params", "dataset", "source"):
         table.add_column(column, justify="right" if column == "params" else "left")
     for row in rows:
-        table.add_row(row["name"], "x".join(map(str, row["input"])), f"{row['params']:,}", row["dataset"], row["source"])
+        table.add_row(row["name"], "x".join(map(str, row["input"])), f"{row['params']:,}", row["dataset"],
+                      row["source"])
     Console().print(table)
 
 

@@ -178,7 +178,7 @@ def _decoded(
     sources, partial = _sources(folder, split, allow_partial)
     if verify and sources == [folder / SUBSET]:
         store.check_digest(sources[0], store.sha256(sources[0]), SUBSET_SHA256, NAME)
-    parts = {p.name: store.sha256(p) for p in sources}
+    parts: dict[str, object] = {p.name: store.sha256(p) for p in sources}
     parts["verify"] = verify
     arrays, status = store.cached_arrays(
         NAME, split + ("-partial" if partial else ""), parts,

@@ -277,7 +277,7 @@ def _load_entry(folder: Path, force: bool = False) -> dict[str, np.ndarray] | No
 
 def verify_cache(dataset: str) -> list[str]:
     """Re-hash every decoded cache entry of ``dataset``; one line per entry that fails (what ``data check`` reports)."""
-    problems = []
+    problems: list[str] = []
     root = cache_dir() / "decoded" / dataset
     try:
         entries = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

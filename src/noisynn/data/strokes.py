@@ -212,11 +212,11 @@ def load(
     if verify:
         for path in sources:
             _verify(path)
-    parts = {p.name: store.sha256(p) for p in sources}
+    parts: dict[str, object] = {p.name: store.sha256(p) for p in sources}
     parts.update(coords=coords, markers=markers, max_len=int(max_len))
 
     def build() -> dict[str, np.ndarray]:
-        rows, lengths, labels = read_npz(npz, split) if sources == [npz] else read_text(*sources, split)
+        rows, lengths, labels = read_npz(npz, split) if sources == [npz] else read_text(sources[0], sources[1], split)
         validate(rows, lengths, labels, sources[0], split)
         x, n_points = to_sequences(rows, lengths, coords=coords, markers=markers, max_len=int(max_len))
         return {"x": x, "y": labels, "lengths": n_points}

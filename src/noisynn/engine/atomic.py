@@ -52,7 +52,7 @@ def remove_orphans(path: str | os.PathLike[str]) -> list[Path]:
     import time
 
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = list(path.parent.glob(f".{path.name}.*.tmp"))
     except OSError:

@@ -188,7 +188,8 @@ def read_metadata(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found: give the path of a .safetensors file written by noisynn train")
+        raise CheckpointError(f"checkpoint {path} not found: "
+                              "give the path of a .safetensors file written by noisynn train")
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}

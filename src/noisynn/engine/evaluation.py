@@ -23,7 +23,8 @@ from noisynn.engine.seeding import generator
 from noisynn.noise import NoiseModel, check_sigma
 from noisynn.repeat import repeat_forward
 
-__all__ = ["RUN_GROUP", "PointResult", "evaluate_point", "vote_curve", "majority_vote", "mean_stderr", "parse_sigmas", "parse_range"]
+__all__ = ["RUN_GROUP", "PointResult", "evaluate_point", "vote_curve", "majority_vote", "mean_stderr", "parse_sigmas",
+           "parse_range"]
 
 #: Runs computed together in one batched pass (and sharing one noise stream).
 RUN_GROUP = 10
@@ -104,9 +105,12 @@ def evaluate_point(
     family = resolve_noise(kind)
     model.eval()
     auto = runs == "auto"
-    if not auto and (not isinstance(runs, int) or runs < 1):
+    if auto:
+        wanted = max_runs
+    elif isinstance(runs, int) and runs >= 1:
+        wanted = runs
+    else:
         raise ValueError(f"runs must be a positive integer or 'auto', got {runs!r}")
-    wanted = max_runs if auto else runs
     if family.at(sigma_val).is_clean():
         wanted = 1
     device = test.x.device

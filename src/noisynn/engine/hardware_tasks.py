@@ -58,12 +58,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from noisynn.engine import plugins, validation
 from noisynn.engine.chips import TIMES, _std, evaluate_chips, vote_chips
 from noisynn.engine.evaluation import mean_stderr, parse_sigmas
 from noisynn.engine.store import ChipRow, Point, PointKey, ResultStore, measurement
 from noisynn.engine.sweep import STORE, Workspace
 from noisynn.engine.training import TrainSpec, load_data, load_for_evaluation
-from noisynn.engine import plugins, validation
 from noisynn.errors import NoisynnError
 from noisynn.noise import NoiseModel, from_config
 
@@ -437,7 +437,9 @@ class ChipsTask:
         how = self.measurement(_driver_test(self, meta), meta)
         notes: list[str] = []
         with open_store() as store:
-            if all([store.has_point(k, meta["weights_sha256"], how, on_stale=notes.append) for k in self.keys(meta)]):
+            # a list, not a generator: all() would stop at the first missing point, before a stale one notes
+            present = [store.has_point(k, meta["weights_sha256"], how, on_stale=notes.append) for k in self.keys(meta)]
+            if all(present):
                 return None
         for note in notes[:1]:
             log(note)
@@ -479,7 +481,7 @@ def measured_without_checkpoint(plan, train, tasks: list[ChipsTask], seed: int) 
         records = [(store.point_record(k), t.measurement(test, meta)) for t in tasks for k in t.keys(meta)]
         if any(r is None or r[1] != how for r, how in records):
             return False
-        hashes = {r[0] for r, _ in records}
+        hashes = {r[0] for r, _ in records if r is not None}  # all are (checked above)
         if len(hashes) != 1:
             return False
         sha = hashes.pop()

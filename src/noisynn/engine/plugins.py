@@ -42,7 +42,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -213,6 +213,7 @@ def resolve_model(model: str | Callable[..., nn.Module], sample_shape: tuple[int
     if ref in MODELS:
         return _registry_model(ref, tuple(sample_shape or MODELS[ref].input_shape), noise_kind, options)
     fn = _factory(ref)
+    assert fn is not None  # None only for a registry name, built above
     try:
         takes_shape = "input_shape" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -343,7 +344,7 @@ def _two_splits(obj: Any, name: str, where: str,
         train = _split(obj["x_train"], obj["y_train"], "train", name, where, meta)
         test = _split(obj["x_test"], obj["y_test"], "test", name, where, meta)
     elif (isinstance(obj, (tuple, list)) and len(obj) == 2 and not all(_arraylike(v) for v in obj)):
-        train, test = (_from_object(o, s, name, where) for o, s in zip(obj, ("train", "test")))
+        train, test = (_from_object(o, s, name, where) for o, s in zip(obj, ("train", "test"), strict=True))
     else:
         return _from_object(obj, "train", name, where), None  # one split: evaluation data only
     if tuple(train.x.shape[1:]) != tuple(test.x.shape[1:]):
@@ -356,7 +357,7 @@ def _two_splits(obj: Any, name: str, where: str,
 
 
 @functools.lru_cache(maxsize=4)
-def _npz(path: str, stamp: str) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+def _npz(path: str, stamp: str) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
     where = f"data file {path}"
     sha = _file_sha256(Path(path))
     try:
@@ -368,7 +369,7 @@ def _npz(path: str, stamp: str) -> tuple[datasets.Dataset, datasets.Dataset, str
     return train, test, sha
 
 
-def _load_npz(ref: str | Path) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+def _load_npz(ref: str | Path) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
     path = Path(ref).expanduser().resolve()
     if not path.is_file():
         raise DataError(f"data file {path} not found: give the path of an .npz with {', '.join(NPZ_KEYS)}")
@@ -494,7 +495,7 @@ def data_label(ref: str) -> str:
 
 
 # -- noise ------------------------------------------------------------------------------
-def _init_params(cls: type) -> tuple[list[str], bool]:
+def _init_params(cls: type[NoiseModel]) -> tuple[list[str], bool]:
     """A noise class's constructor parameters (``generator`` left out) and whether it takes ``**kwargs``."""
     try:
         sig = inspect.signature(cls.__init__)
@@ -600,7 +601,7 @@ def resolve_noise(noise: str | NoiseModel | NoiseFamily, params: dict | None = N
         if params:
             raise NoisynnError("noise parameters go into the noise model itself when it is an object")
         if type(noise) in (Additive, Multiplicative) and param in (None, "sigma"):
-            return NoiseFamily(noise.kind)
+            return NoiseFamily(cast("Additive | Multiplicative", noise).kind)
         config = noise.config()
         kind, params = config["class"], dict(config["params"])
         _noise_class(kind)  # importable?
@@ -643,7 +644,7 @@ def resolve_noise(noise: str | NoiseModel | NoiseFamily, params: dict | None = N
     return family
 
 
-def _required_param(cls: type, name: str) -> bool:
+def _required_param(cls: type[NoiseModel], name: str) -> bool:
     p = inspect.signature(cls.__init__).parameters[name]
     return p.default is inspect.Parameter.empty
 

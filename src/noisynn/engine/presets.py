@@ -131,7 +131,8 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
     top = _check_top_level(doc, path)
     profiles = doc["profile"]
     if profile not in profiles:
-        raise PresetError(f"preset {doc.get('name', path.stem)!r} has no profile {profile!r}: use {', '.join(sorted(profiles))}")
+        raise PresetError(f"preset {doc.get('name', path.stem)!r} has no profile {profile!r}: "
+                          f"use {', '.join(sorted(profiles))}")
     where = f"preset {path}, profile {profile!r}"
 
     def _error(message: str) -> PresetError:  # every check's message, prefixed with the file and the profile

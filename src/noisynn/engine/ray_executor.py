@@ -46,6 +46,7 @@ import threading
 import time
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
+from typing import Any
 
 from noisynn.errors import NoisynnError
 
@@ -75,7 +76,8 @@ def _probe(address: str, timeout: float = 5.0) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise NoisynnError(f"cannot reach the Ray head node at {address} ({reason}): start it there with "
-                           f"`ray start --head --port={port}`, or check the address and that the port is open") from None
+                           f"`ray start --head --port={port}`, or check the address and that the port is open"
+                           ) from None
 
 
 class _Held:
@@ -128,7 +130,7 @@ def _run_on_worker(task, names: list[str], ship: bool, threads: int, *blobs):
     from noisynn.engine.sweep import execute
 
     return execute(task, {name: bytes(b) if isinstance(b, (bytearray, memoryview)) else b
-                          for name, b in zip(names, blobs)}, ship=ship, threads=threads)
+                          for name, b in zip(names, blobs, strict=True)}, ship=ship, threads=threads)
 
 
 class RayExecutor:
@@ -171,9 +173,9 @@ class RayExecutor:
         self.max_retries = max_retries
         self.epochs_per_task = epochs_per_task
         self.num_cpus = num_cpus
-        self._ray = None
+        self._ray: Any = None  # the ray module once connected (Ray ships no type information)
         self._owns = False
-        self._remote = None
+        self._remote: Any = None  # ray.remote(_run_on_worker)
         self._puts: dict[str, tuple[tuple, object]] = {}
         self._slots = (1, -1e9)
         self._inflight: set = set()
@@ -244,7 +246,7 @@ class RayExecutor:
     def submit(self, task) -> Future:
         if self._ray is None:
             self._connect()
-        if dataclasses.is_dataclass(task) and getattr(task, "progress", False):
+        if dataclasses.is_dataclass(task) and not isinstance(task, type) and getattr(task, "progress", False):
             task = dataclasses.replace(task, progress=False)  # no progress bars in worker logs
         names, blobs = [], []
         for name, path in task.inputs().items():

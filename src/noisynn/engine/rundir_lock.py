@@ -34,7 +34,7 @@ from noisynn.errors import NoisynnError
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the module or None: checked before each use
 
 __all__ = ["LOCK_NAME", "RunDirLock", "RunDirLocked", "run_dir_lock", "holder"]
 
@@ -188,17 +188,19 @@ class RunDirLock:
         if self._key is None:
             return
         with _GUARD:
-            fd, depth = _HELD.get(self._key, (None, 0))
-            if depth > 1:
-                _HELD[self._key] = (fd, depth - 1)
-            elif fd is not None:
-                del _HELD[self._key]
-                with contextlib.suppress(OSError):
-                    if fd >= 0:
-                        os.ftruncate(fd, 0)  # free: an empty record
-                        os.close(fd)  # releases the flock
-                    else:
-                        self.path.unlink()
+            held = _HELD.get(self._key)
+            if held is not None:
+                fd, depth = held
+                if depth > 1:
+                    _HELD[self._key] = (fd, depth - 1)
+                else:
+                    del _HELD[self._key]
+                    with contextlib.suppress(OSError):
+                        if fd >= 0:
+                            os.ftruncate(fd, 0)  # free: an empty record
+                            os.close(fd)  # releases the flock
+                        else:
+                            self.path.unlink()
             self._key = None
 
 

@@ -86,6 +86,7 @@ __all__ = [
 
 #: Largest finite float32: a sigma above it makes the noise (and so the logits) infinite.
 from noisynn.noise import _FLOAT32_MAX as FLOAT32_MAX  # noqa: E402 - one definition
+
 #: Most sigma values one range or list may give.
 MAX_SIGMAS = 10_000
 #: Most noisy runs (passes over the test set) of one point.

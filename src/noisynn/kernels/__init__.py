@@ -134,7 +134,8 @@ def _load() -> bool:
                 _STATE["path"] = _build.build(_build.kernel_spec())
                 _ops.register()
             except Exception as exc:  # any failure: the reference path still works
-                _STATE["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+                last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                _STATE["error"] = f"{type(exc).__name__}: {last}"
                 warnings.warn(f"noisynn: the fast CPU kernels are unavailable ({_STATE['error']}); noisynn runs its "
                               f"reference path instead (same distribution, 2-7x slower); {_HOW}",
                               RuntimeWarning, stacklevel=4)
@@ -223,7 +224,8 @@ def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Gen
     return t
 
 
-def add_noise_(t: Tensor, std: float, generator: torch.Generator | None = None, *, seed: Tensor | None = None) -> Tensor:
+def add_noise_(t: Tensor, std: float, generator: torch.Generator | None = None, *,
+               seed: Tensor | None = None) -> Tensor:
     """``t += std z`` in place, ``z ~ N(0, 1)``, one fused pass (``t`` contiguous float32 CPU)."""
     _check_contiguous(t)
     torch.ops.noisynn.noise_(t, t, MODES["additive"], 0.0, std, seed_words(generator) if seed is None else seed)

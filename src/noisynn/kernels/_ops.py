@@ -11,6 +11,9 @@ them (the caller checks), or, for the sampler, on tensors that are constants of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 _NS = "noisynn::"
@@ -87,7 +90,7 @@ def _lstm_backward(ctx, d_out, d_hn, d_cn, *unused):
 
 def register() -> None:
     """Register the fake kernels and the autograd formula (once per process)."""
-    fakes = {
+    fakes: dict[str, Callable[..., Any]] = {
         "noise_": _fake_noise_, "gaussian": _fake_gaussian, "normal": _fake_normal, "words": _fake_words,
         "lstm_infer": _fake_lstm_infer, "lstm_train": _fake_lstm_train, "lstm_backward": _fake_lstm_backward,
         "rnn_infer": _fake_rnn_infer, "lstm_cell_": _fake_cell_, "rnn_cell_": _fake_cell_,

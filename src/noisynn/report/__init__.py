@@ -24,7 +24,7 @@ from noisynn._extras import require
 
 require("matplotlib", "report", "noisynn.report")  # the `report` extra: one line naming it when missing
 
-from noisynn.report.builder import Report, ReportError, build_report
+from noisynn.report.builder import Report, ReportError, build_report  # noqa: E402 - after the extras check
 
 __all__ = ["write_report", "build_report", "Report", "ReportError"]
 

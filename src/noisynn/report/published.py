@@ -100,13 +100,13 @@ def published_cells(experiment: str | None = None) -> list[PublishedCell]:
     for table in doc["tables"]:
         for r, row in enumerate(table["rows"]):
             sts = row["sigma_train"]
-            for c, (sv, value) in enumerate(zip(table["sigma_val"], row["values"])):
+            for c, (sv, value) in enumerate(zip(table["sigma_val"], row["values"], strict=True)):
                 st = sts[c] if isinstance(sts, list) else sts
                 cells.append(PublishedCell(
                     id=f"{table['id']}/{r}/{sv:g}", paper=table["paper"], source=table["source"], row=row["label"],
                     experiment=table["experiment"], kind=row.get("kind", table["kind"]), sigma_train=_s(st),
-                    sigma_val=_s(sv), votes=int(row["votes"]), value=round(value / 100.0, 9), best=bool(row.get("best")),
-                    text=table["caption"]))
+                    sigma_val=_s(sv), votes=int(row["votes"]), value=round(value / 100.0, 9),
+                    best=bool(row.get("best")), text=table["caption"]))
     for q in doc["quoted"]:
         cells.append(PublishedCell(
             id=q["id"], paper=q["paper"], source=q["source"], row="quoted in the text", experiment=q["experiment"],
@@ -265,6 +265,10 @@ def check_claims(claim_list: list[Claim], points: list[dict]) -> list[dict]:
         row = asdict(claim)
         row.update(status="not covered", measured=None, at="", coverage="", detail="")
         if claim.type in ("min_above", "max_drop"):
+            if claim.sigma_train is None or claim.value is None:  # pragma: no cover - a malformed data file
+                row["detail"] = f"a {claim.type} claim needs sigma_train and value"
+                out.append(row)
+                continue
             st = _s(claim.sigma_train)
             lo, hi = claim.sigma_val_range or (0.0, float("inf"))
             have = [grid[(st, sv)] for sv in sigma_vals if lo - 1e-9 <= sv <= hi + 1e-9 and (st, sv) in grid]
@@ -302,7 +306,8 @@ def check_claims(claim_list: list[Claim], points: list[dict]) -> list[dict]:
                 row["detail"] = "needs the reference σ_train = σ_val = 0 and at least one other point"
             else:
                 best = max(cands, key=lambda p: p["accuracy"])
-                row.update(measured=best["accuracy"], at=f"σ_train = {best['sigma_train']:g}, σ_val = {best['sigma_val']:g}")
+                row.update(measured=best["accuracy"],
+                           at=f"σ_train = {best['sigma_train']:g}, σ_val = {best['sigma_val']:g}")
                 row["status"] = "pass" if best["accuracy"] > ref["accuracy"] else "fail"
                 row["detail"] = (f"best other point {100 * best['accuracy']:.2f}% ({row['at']}) vs reference "
                                  f"{100 * ref['accuracy']:.2f}%")
