@@ -201,6 +201,29 @@ def test_sweep_records_the_learning_curve_within_epochs(reference_run):
         assert [c["batches"] for c in curve if c["sigma_train"] == st] == list(range(20, 181, 20))
 
 
+def test_the_run_directory_holds_exactly_what_rundir_names(tiny_preset, reference_run):
+    """Every file of a finished sweep is one that RunDir names, and every name RunDir gives it exists."""
+    from noisynn.engine.rundir import RunDir, best_path, is_main_checkpoint, last_path
+
+    plan = load_plan(tiny_preset, "quick")
+    rd = RunDir(reference_run)
+    keys = [plan.train_spec(s, 0).key for s in plan.sigma_train]
+    checkpoints = [rd.model_checkpoint(k) for k in keys]
+    named = {rd.store, rd.lock, *checkpoints, *(c.with_suffix(".json") for c in checkpoints)}  # + the sidecars
+    found = {p for p in reference_run.rglob("*") if p.is_file() or p.is_dir() and p.parent == reference_run}
+    assert found == named | {rd.models}
+    assert rd.model_checkpoints() == sorted(checkpoints)
+    assert rd.store.name == "results.sqlite" and rd.models.name == "models" and rd.report == reference_run / "report"
+    assert rd.best_checkpoint(keys[0]) == best_path(checkpoints[0]) != checkpoints[0]
+    assert rd.last_checkpoint(keys[0]) == last_path(checkpoints[0]) != checkpoints[0]
+    assert not is_main_checkpoint(best_path(checkpoints[0])) and not is_main_checkpoint(last_path(checkpoints[0]))
+    with ResultStore(rd.store, readonly=True) as store:  # the store's rows name these very checkpoints' weights
+        from noisynn.engine.checkpoint import read_metadata
+
+        last = {e["checkpoint"] for e in store.epochs() if e["epoch"] == plan.train["epochs"]}
+    assert last == {read_metadata(c)["weights_sha256"] for c in checkpoints}
+
+
 def test_voting_uses_the_profiles_vote_limit_and_evaluation_the_whole_test_set(reference_run):
     with ResultStore(reference_run / "results.sqlite") as store:
         votes, noisy = store.points(kind="vote"), store.points(kind="noisy")

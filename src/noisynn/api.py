@@ -39,12 +39,12 @@ from torch import nn
 from noisynn.engine import plugins
 from noisynn.engine.checkpoint import weights_sha256
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, parse_sigmas, vote_curve
+from noisynn.engine.rundir import CHECKPOINT_SUFFIX, RunDir
 from noisynn.engine.store import Point, PointKey, ResultStore, measurement
 from noisynn.errors import NoisynnError
 
 __all__ = ["Table", "evaluate", "vote", "sweep"]
 
-STORE = "results.sqlite"
 _COLUMNS = ["experiment", "model", "dataset", "noise", "kind", "sigma_train", "sigma_val", "votes", "n_runs",
             "accuracy", "stderr", "seconds", "checkpoint"]
 
@@ -131,7 +131,7 @@ class _Subject:
 
 
 def _is_checkpoint(model: Any) -> bool:
-    return isinstance(model, (str, Path)) and (str(model).endswith(".safetensors") or Path(model).is_file())
+    return isinstance(model, (str, Path)) and (str(model).endswith(CHECKPOINT_SUFFIX) or Path(model).is_file())
 
 
 def _subject(model, data, *, factory, device, limit, seed, sigma_train, data_dir) -> _Subject:
@@ -180,7 +180,7 @@ def _noise(noise, params, param, subject: _Subject) -> plugins.NoiseFamily:
 def _open(out, experiment: str, family: plugins.NoiseFamily) -> ResultStore | None:
     if out is None:
         return None
-    store = ResultStore(Path(out) / STORE)
+    store = ResultStore(RunDir(Path(out)).store)
     try:
         store.claim(experiment=experiment)
         if not family.builtin:
@@ -275,7 +275,7 @@ def evaluate(
         if store is not None:
             store.close()
     return Table(rows, f"{subject.label} on {subject.dataset}, {family.label} noise: accuracy over {runs} runs",
-                 Path(out) / STORE if out is not None else None)
+                 RunDir(Path(out)).store if out is not None else None)
 
 
 def vote(
@@ -337,7 +337,7 @@ def vote(
         if store is not None:
             store.close()
     return Table(rows, f"voting: {subject.label} on {subject.dataset}, {family.label} noise",
-                 Path(out) / STORE if out is not None else None)
+                 RunDir(Path(out)).store if out is not None else None)
 
 
 def sweep(
@@ -425,7 +425,7 @@ def sweep(
                       progress=progress, log=log or (lambda _m: None))
         finally:
             runner.close()
-        with ResultStore(run_dir / STORE) as store:
+        with ResultStore(RunDir(run_dir).store) as store:
             rows = store.points(experiment=experiment)
     return Table(rows, f"{plan.title}, {family.label} noise: accuracy (rows sigma_train, columns sigma_val)",
-                 Path(out) / STORE if out is not None else None)
+                 RunDir(Path(out)).store if out is not None else None)

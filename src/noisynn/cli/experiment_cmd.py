@@ -81,14 +81,17 @@ def train_command(
                      momentum=momentum, weight_decay=weight_decay, seed=seed, train_limit=train_limit,
                      augment=augment, allow_partial=allow_partial, noise_params=family.params,
                      sweep_param=family.param, model_options=options)
-    checkpoint = out / "models" / f"{spec.key}.safetensors"
+    from noisynn.engine.rundir import RunDir
     from noisynn.engine.rundir_lock import RunDirLock
+
+    run_dir = RunDir(out)
+    checkpoint = run_dir.model_checkpoint(spec.key)
 
     lock = RunDirLock(out).acquire()  # one writer per --out (a second one is refused in one line)
     if lock.stale is not None and not as_json:
         typer.echo(f"note: took over the stale lock of pid {lock.stale.get('pid')} in {out}", err=True)
     try:  # the lock is released (and the store closed) on every way out, an error included
-        store = ResultStore(out / "results.sqlite")
+        store = ResultStore(run_dir.store)
         try:
             store.claim(experiment="train", model=model, dataset=spec.dataset)
             noise = family.label

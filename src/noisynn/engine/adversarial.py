@@ -37,15 +37,15 @@ from torch import nn
 from noisynn import data as datasets
 from noisynn.attacks import CIFAR10_SETTINGS, MNIST_SETTINGS, PGD
 from noisynn.engine.evaluation import evaluate_point
+from noisynn.engine.rundir import RunDir
 from noisynn.engine.seeding import generator
-from noisynn.engine.store import Point, PointKey, ResultStore, measurement
+from noisynn.engine.store import Point, PointKey, ResultStore, measurement, sigma_key
 from noisynn.engine.training import load_data, load_trained, resolve_device
 from noisynn.errors import NoisynnError
 from noisynn.noise import check_sigma, clean, noise
 
-__all__ = ["default_settings", "make_adversarial", "run_transfer", "TransferReport", "STORE"]
+__all__ = ["default_settings", "make_adversarial", "run_transfer", "TransferReport"]
 
-STORE = "results.sqlite"
 KINDS = ("noisy", "adversarial", "adversarial-source", "adversarial-eot")
 
 
@@ -149,7 +149,7 @@ def run_transfer(
     test = _test_set(tmeta, data_dir, dev, limit)
     settings = {**default_settings(tmeta["dataset"]), **(settings or {})}
     eot_settings = {**settings, **(eot_settings or {})}
-    out = Path(out)
+    run_dir = RunDir(Path(out))
     rows: list[dict] = []
 
     def key(kind: str, s: float, meta: dict) -> PointKey:
@@ -165,18 +165,18 @@ def run_transfer(
             r = evaluate_point(model, ds, noise_kind, s, runs=n_runs, seed=seed, stream=(meta["sha256"], *stream))
             store.add_point(Point(k, r.n_runs, r.accuracy, r.stderr, r.seconds, meta["sha256"], r.accuracies, how))
         row = next(p for p in store.points(kind=kind, experiment=experiment)
-                   if p["model"] == meta["model"] and abs(p["sigma_val"] - round(s, 9)) < 1e-12
+                   if p["model"] == meta["model"] and abs(p["sigma_val"] - sigma_key(s)) < 1e-12
                    and p["seed"] == seed)
         rows.append({k_: row[k_] for k_ in ("kind", "model", "sigma_train", "sigma_val", "n_runs", "accuracy",
                                              "stderr", "seconds")} | {"samples": len(ds)})
 
-    with ResultStore(out / STORE) as store:
+    with ResultStore(run_dir.store) as store:
         # 1. transfer examples, made once on the clean source
         tag = _digest(smeta["sha256"], settings, len(test), seed)
         t0 = time.perf_counter()
         log(f"PGD on {smeta['model']} ({settings}) for {len(test)} samples ...")
         with clean():
-            x_adv = _cached(out / "adversarial" / f"transfer-{tag}.safetensors",
+            x_adv = _cached(run_dir.adversarial_examples(tag),
                             lambda: make_adversarial(src, test, settings,
                                                      generator_=generator(seed, smeta["sha256"], "transfer", device=dev)),
                             {"source": smeta["sha256"], "settings": settings, "samples": len(test)}).to(dev)

@@ -58,12 +58,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from noisynn.engine import plugins, validation
 from noisynn.engine.chips import TIMES, _std, evaluate_chips, vote_chips
 from noisynn.engine.evaluation import mean_stderr, parse_sigmas
-from noisynn.engine.store import ChipRow, Point, PointKey, ResultStore, measurement
-from noisynn.engine.sweep import STORE, Workspace
+from noisynn.engine.rundir import RunDir
+from noisynn.engine.store import ChipRow, Point, PointKey, ResultStore, measurement, sigma_key
+from noisynn.engine.sweep import Workspace
 from noisynn.engine.training import TrainSpec, load_data, load_for_evaluation
-from noisynn.engine import plugins, validation
 from noisynn.errors import NoisynnError
 from noisynn.noise import NoiseModel, from_config
 
@@ -468,7 +469,7 @@ def measured_without_checkpoint(plan, train, tasks: list[ChipsTask], seed: int) 
     weights of the finished model (its stopping row, else its last planned epoch): its chain needs nothing."""
     if not tasks:
         return True
-    path = Path(train.run_dir) / STORE
+    path = RunDir(Path(train.run_dir)).store
     if not path.exists():
         return False
     spec = train.spec
@@ -483,7 +484,7 @@ def measured_without_checkpoint(plan, train, tasks: list[ChipsTask], seed: int) 
         if len(hashes) != 1:
             return False
         sha = hashes.pop()
-        sigma, label = round(spec.sigma_train, 9), spec.family.label
+        sigma, label = sigma_key(spec.sigma_train), spec.family.label
 
         def mine(r: dict) -> bool:
             return r["sigma_train"] == sigma and r["model"] == spec.model and r["noise"] == label and r["seed"] == seed

@@ -69,7 +69,7 @@ from pathlib import Path
 from noisynn.errors import NoisynnError
 
 __all__ = ["ResultStore", "PointKey", "Point", "measurement", "EpochRow", "CurveRow", "StoppingRow", "ChipRow",
-           "StoreError"]
+           "StoreError", "sigma_key"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -160,9 +160,12 @@ def _sql_error(path: Path, exc: sqlite3.Error, timeout: float, writing: bool) ->
     return StoreError(f"{path}: {text}; {kept}")
 
 
-def _sigma(value: float) -> float:
-    """Canonical form of a sigma as a key: 0.30000000000000004 and 0.3 are one point."""
-    return round(float(value), 9)
+def sigma_key(sigma: float) -> float:
+    """A sigma as a key of the store: rounded to 9 decimals, so 0.30000000000000004 and 0.3 are one point.
+
+    Every comparison of a sigma with the store's ``sigma_train`` / ``sigma_val`` columns goes through it.
+    """
+    return round(float(sigma), 9)
 
 
 def measurement(test=None, **settings) -> str:
@@ -210,8 +213,8 @@ class PointKey:
     seed: int = 0
 
     def normalised(self) -> PointKey:
-        return PointKey(self.experiment, self.model, self.dataset, self.noise, _sigma(self.sigma_train),
-                        _sigma(self.sigma_val), int(self.votes), self.kind, int(self.seed))
+        return PointKey(self.experiment, self.model, self.dataset, self.noise, sigma_key(self.sigma_train),
+                        sigma_key(self.sigma_val), int(self.votes), self.kind, int(self.seed))
 
 
 @dataclass(frozen=True)
@@ -606,7 +609,7 @@ class ResultStore:
 
     def _upsert(self, table: str, row: EpochRow | CurveRow | StoppingRow) -> None:
         values = asdict(row)
-        values["sigma_train"] = _sigma(values["sigma_train"])
+        values["sigma_train"] = sigma_key(values["sigma_train"])
         with self._errors(True), self._transaction():
             self._conn.execute(
                 f"INSERT OR REPLACE INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",

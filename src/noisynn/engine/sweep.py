@@ -71,14 +71,13 @@ from noisynn.engine import plugins
 from noisynn.engine.atomic import HOST, pid_alive, remove_orphans, unique_tmp
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, vote_curve
 from noisynn.engine.presets import Plan
-from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore, StoppingRow, measurement
+from noisynn.engine.rundir import RunDir, checkpoint_in, is_last_copy, scratch_folder, scratch_folders
+from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore, StoppingRow, measurement, sigma_key
 from noisynn.engine.training import TrainSpec, best_path, last_path, load_data, load_for_evaluation, train
 from noisynn.errors import CheckpointError, NoisynnError
 
 __all__ = ["TrainTask", "TrainOutcome", "EvalTask", "VoteTask", "AttackTask", "Workspace", "execute", "LocalExecutor",
            "ProcessExecutor", "make_executor", "schedule", "run_sweep", "SweepSummary"]
-
-STORE = "results.sqlite"
 
 
 # -- where a task runs away from the driver ----------------------------------------------
@@ -123,7 +122,7 @@ class Workspace:
         if self.ship:
             _clean_dead_scratch()
             return Path(tempfile.mkdtemp(prefix=f"noisynn-task-{os.getpid()}-{_HOST_TAG}-"))
-        folder = unique_tmp(beside).with_suffix(".work")
+        folder = scratch_folder(beside)
         folder.mkdir(parents=True)
         return folder
 
@@ -260,8 +259,9 @@ class TrainTask:
 
     @property
     def checkpoint(self) -> Path:
-        folder = Path(self.models) if self.models else Path(self.run_dir) / "models"
-        return folder / f"{self.spec.key}.safetensors"
+        if self.models:
+            return checkpoint_in(self.models, self.spec.key)
+        return RunDir(Path(self.run_dir)).model_checkpoint(self.spec.key)
 
     def files(self) -> list[Path]:
         """The model's files: its checkpoint and early stopping's best and last states."""
@@ -276,7 +276,7 @@ class TrainTask:
 
     def run(self) -> TrainOutcome:
         """Train to the end in place, writing each epoch's rows once its checkpoint is on disk (the driver)."""
-        with ResultStore(Path(self.run_dir) / STORE) as store:
+        with ResultStore(RunDir(Path(self.run_dir)).store) as store:
             self.recover(store)
             result = train(self.spec, self.checkpoint, data_dir=self.data_dir, device=self.device,
                            on_epoch=lambda m: store.add_epoch(_epoch_row(self, m)), progress=self.progress,
@@ -356,7 +356,7 @@ class TrainTask:
             return
         if (meta.get("early_stopping") or {}).get("stopped"):
             return  # a finished early-stopped model: its checkpoint holds the best epoch's metrics, its rows are in
-        sigma = round(self.spec.sigma_train, 9)
+        sigma = sigma_key(self.spec.sigma_train)
         have = {e["epoch"] for e in store.epochs(self.experiment) if e["sigma_train"] == sigma
                 and e["model"] == self.spec.model and e["noise"] == self.spec.family.label and e["seed"] == self.spec.seed}
         if epoch not in have:
@@ -418,7 +418,7 @@ def _place(target: Path, blob: bytes | str) -> None:
     else:
         _verified(Path(blob), target)
         os.replace(blob, target)
-    if not target.name.endswith(".last.safetensors"):  # as save_checkpoint: a sidecar; the .last copy has none
+    if not is_last_copy(target):  # as save_checkpoint: a sidecar; the .last copy has none
         sync_sidecar(target)
 
 
@@ -428,7 +428,7 @@ def commit_training(task: TrainTask, outcome: TrainOutcome) -> None:
         if outcome.committed or not outcome.events:
             return
         folder = task.checkpoint.parent
-        with ResultStore(Path(task.run_dir) / STORE) as store:
+        with ResultStore(RunDir(Path(task.run_dir)).store) as store:
             for kind, files, row in outcome.events:
                 for name, blob in files.items():
                     _place(folder / name, blob)
@@ -867,7 +867,7 @@ class _Driver:
         self._hows: dict[tuple, str] = {}
 
     def store(self) -> ResultStore:
-        return ResultStore(self.run_dir / STORE)
+        return ResultStore(RunDir(self.run_dir).store)
 
     def _measurement(self, task, meta: dict) -> str:
         """How ``task`` will measure (the test data by content): computed here, once per model and kind."""
@@ -945,7 +945,7 @@ class _Driver:
         return None
 
     def trained(self, task: TrainTask) -> None:
-        plan, sigma = self.plan, round(task.spec.sigma_train, 9)
+        plan, sigma = self.plan, sigma_key(task.spec.sigma_train)
         with self.store() as store:
             last = [e for e in store.epochs(plan.name) if e["sigma_train"] == sigma and e["model"] == task.spec.model]
             stop = [r for r in store.stopping(plan.name) if r["sigma_train"] == sigma and r["model"] == task.spec.model]
@@ -961,32 +961,10 @@ class _Driver:
                      f"{100 * e['val_accuracy']:.2f}%")
 
 
-def _models_folder(run_dir: Path, storage: str | None) -> Path:
-    """Where the checkpoints go: ``RUN_DIR/models``, or ``STORAGE/models`` linked from ``RUN_DIR/models``."""
-    local = run_dir / "models"
-    if not storage:
-        return local
-    shared = Path(storage).resolve() / "models"
-    if shared == local.resolve():
-        return local
-    try:
-        shared.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NoisynnError(f"--storage {storage}: cannot create {shared} ({exc.strerror or exc})") from None
-    if local.is_symlink() and local.resolve() == shared:
-        return shared
-    if local.exists() or local.is_symlink():
-        raise NoisynnError(f"{local} already holds this run's checkpoints: move them to {shared} and delete it, or "
-                           "run without --storage")
-    local.symlink_to(shared, target_is_directory=True)  # results and report find the models where they always do
-    return shared
-
-
 def _clean_scratch(folder: Path) -> None:
     """Remove scratch folders of training tasks that died (their driver held the lock: no task of theirs is running)."""
-    with contextlib.suppress(OSError):
-        for work in folder.glob(".*.work"):
-            shutil.rmtree(work, ignore_errors=True)
+    for work in scratch_folders(folder):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _run_sweep(
@@ -1021,12 +999,12 @@ def _run_sweep(
 def _sweep_with(executor, plan: Plan, run_dir: Path, seed: int, data_dir, device: str, progress: bool,
                 log: Callable[[str], None]) -> SweepSummary:
     family = plan.train_spec(plan.sigma_train[0], seed).family
-    with ResultStore(run_dir / STORE) as store:
+    with ResultStore(RunDir(run_dir).store) as store:
         store.claim(experiment=plan.name, profile=plan.profile, seed=str(seed), model=plan.model,
                     dataset=plan.dataset, noise=plan.noise)
         if not family.builtin:  # the noise column holds a label; its whole configuration is here
             store.claim(noise_config=json.dumps(family.config(), sort_keys=True))
-    models = _models_folder(run_dir, getattr(executor, "storage", None))
+    models = RunDir(run_dir).models_for(getattr(executor, "storage", None))
     _clean_scratch(models)
     log(f"{plan.name} ({plan.profile}): {len(plan.sigma_train)} models x {len(plan.sigma_val)} sigma_val, "
         f"{plan.runs} runs/point{f', voting up to K={plan.votes}' if plan.votes else ''} -> {run_dir}")
@@ -1035,7 +1013,7 @@ def _sweep_with(executor, plan: Plan, run_dir: Path, seed: int, data_dir, device
     in_place = getattr(executor, "in_place", False)
     chunk = None if in_place else getattr(executor, "epochs_per_task", 1)
     trains = [TrainTask(plan.train_spec(s, seed), str(run_dir), plan.name, data_dir, device, progress and in_place,
-                        plan.curve_every, chunk, None if models == run_dir / "models" else str(models))
+                        plan.curve_every, chunk, None if models == RunDir(run_dir).models else str(models))
               for s in plan.sigma_train]
     summary.checkpoints = {t.spec.sigma_train: str(t.checkpoint) for t in trains}
 
@@ -1092,7 +1070,7 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
     the test data's content).
     """
     spec = task.spec
-    path = Path(task.run_dir) / STORE
+    path = RunDir(Path(task.run_dir)).store
     if not path.exists():
         return False
     label = spec.family.label
@@ -1119,7 +1097,7 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
         if len(hashes) != 1:
             return False
         sha = hashes.pop()
-        sigma = round(spec.sigma_train, 9)
+        sigma = sigma_key(spec.sigma_train)
         stops = [r for r in store.stopping(plan.name) if r["sigma_train"] == sigma and r["model"] == spec.model
                  and r["noise"] == label and r["seed"] == seed]
         if stops:

@@ -17,6 +17,7 @@ from torch import nn
 from noisynn import data as datasets
 from noisynn.engine import plugins
 from noisynn.engine.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from noisynn.engine.rundir import best_path, last_path  # early stopping's copies: named by the run directory
 from noisynn.engine.seeding import generator
 from noisynn.errors import CheckpointError, NoisynnError
 from noisynn.layers import set_noise
@@ -182,18 +183,6 @@ def split_holdout(spec: TrainSpec, ds: datasets.Dataset) -> tuple[datasets.Datas
     cut = len(ds) - n
     return (dataclasses.replace(ds, x=ds.x[:cut], y=ds.y[:cut]),
             dataclasses.replace(ds, x=ds.x[cut:], y=ds.y[cut:]))
-
-
-def best_path(checkpoint: str | Path) -> Path:
-    """Where early stopping keeps the best epoch's weights: ``NAME.best.safetensors``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + ".best.safetensors")
-
-
-def last_path(checkpoint: str | Path) -> Path:
-    """Where a stopped run keeps its last epoch's state (to go on if the cap is raised): ``NAME.last.safetensors``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + ".last.safetensors")
 
 
 def _fresh_stopping(spec: TrainSpec) -> dict:

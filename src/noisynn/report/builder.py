@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from noisynn.engine.rundir import RunDir
+from noisynn.engine.store import sigma_key
 from noisynn.errors import NoisynnError
 from noisynn.report import analysis, figures, published
 from noisynn.report.render import esc, figure, fmt_pct, fmt_pp, page, table
 
 __all__ = ["Report", "ReportError", "build_report"]
 
-STORE = "results.sqlite"
 #: Point kinds of the attack experiments (paper 2, sec. 4) and what they measure.
 ADVERSARIAL_KINDS = {
     "adversarial": "black-box PGD examples transferred from the source network NN_adv",
@@ -75,10 +76,6 @@ PROFILE_TEXT = {
 }
 
 
-def _s(x: float) -> float:
-    return round(float(x), 9)
-
-
 class _Writer:
     """Saves figures and CSV tables into the report folder and remembers them."""
 
@@ -104,7 +101,7 @@ class _Writer:
         return name
 
 
-def _checkpoints(run_dir: Path, seed: int | None, model: str | None,
+def _checkpoints(run_dir: RunDir, seed: int | None, model: str | None,
                  notes: list[str] | None = None) -> dict[float, tuple[Path, dict]]:
     """``{sigma_train: (checkpoint, metadata)}`` of the run's trained models of ``model`` (any epoch).
 
@@ -114,9 +111,7 @@ def _checkpoints(run_dir: Path, seed: int | None, model: str | None,
     from noisynn.engine.checkpoint import read_metadata
 
     found: dict[float, tuple[Path, dict]] = {}
-    for path in sorted((run_dir / "models").glob("*.safetensors")):
-        if path.name.endswith((".best.safetensors", ".last.safetensors")):
-            continue  # early stopping's copies: the checkpoint itself is what was evaluated
+    for path in run_dir.model_checkpoints():  # not early stopping's copies: the checkpoint is what was evaluated
         try:
             meta = read_metadata(path)
         except NoisynnError as exc:
@@ -127,7 +122,7 @@ def _checkpoints(run_dir: Path, seed: int | None, model: str | None,
             continue
         if model is not None and meta.get("model") != model:
             continue
-        found.setdefault(_s(meta["sigma_train"]), (path, meta))
+        found.setdefault(sigma_key(meta["sigma_train"]), (path, meta))
     return dict(sorted(found.items()))
 
 
@@ -141,12 +136,12 @@ def _expected(meta: dict, points: list[dict]) -> dict | None:
         return None
     if (plan.model, plan.dataset, plan.noise) != (meta.get("model"), meta.get("dataset"), meta.get("noise")):
         return None
-    st, sv = {_s(v) for v in plan.sigma_train}, {_s(v) for v in plan.sigma_val}
+    st, sv = {sigma_key(v) for v in plan.sigma_train}, {sigma_key(v) for v in plan.sigma_val}
     noisy = [p for p in points if p["kind"] == "noisy"]
-    if any(_s(p["sigma_train"]) not in st or _s(p["sigma_val"]) not in sv for p in noisy):
+    if any(sigma_key(p["sigma_train"]) not in st or sigma_key(p["sigma_val"]) not in sv for p in noisy):
         return None
     return {"models": len(st), "noisy": len(st) * len(sv), "sigma_train": sorted(st), "sigma_val": sorted(sv),
-            "vote_sigma_val": sorted(_s(v) for v in plan.vote_sigma_val),
+            "vote_sigma_val": sorted(sigma_key(v) for v in plan.vote_sigma_val),
             "vote": len(st) * len(plan.vote_sigma_val) * plan.votes if plan.votes else 0,
             "epochs": int(plan.train.get("epochs", 0))}
 
@@ -183,12 +178,12 @@ def build_report(
     from noisynn.engine.store import ResultStore
 
     say = log or (lambda _m: None)
-    run_dir = Path(run_dir)
-    if not (run_dir / STORE).is_file():
-        raise ReportError(f"{run_dir} has no {STORE}: give the --out directory of a sweep")
-    out = Path(out) if out is not None else run_dir / "report"
+    rd = RunDir(Path(run_dir))
+    run_dir = rd.path
+    store_path = rd.existing_store(ReportError)
+    out = Path(out) if out is not None else rd.report
     out.mkdir(parents=True, exist_ok=True)
-    with ResultStore(run_dir / STORE, readonly=True) as store:  # writes nothing to the run directory
+    with ResultStore(store_path, readonly=True) as store:  # writes nothing to the run directory
         meta = store.meta()
         all_points = store.points()
         all_epochs = store.epochs()
@@ -302,7 +297,7 @@ def build_report(
     layers = None
     models_html = []
     if model_figures:
-        ckpts = _checkpoints(run_dir, seed, meta.get("model"), notes)
+        ckpts = _checkpoints(rd, seed, meta.get("model"), notes)
         if ckpts:
             layers = _model_sections(ckpts, w, sections, notes, matched, grid, noise, title, data_dir, device,
                                      softmax_runs, state_samples, say, models_html, expected, weight_cmp)
@@ -316,7 +311,7 @@ def build_report(
         sections.append(("voting", "Voting", _voting_section(votes, w, title, noise, layers, points)))
 
     # -- hardware: programmed chips against time (issue 17) ----------------------------------------
-    chips_section = _chips_section(run_dir, experiment, meta, w, title)
+    chips_section = _chips_section(rd, experiment, meta, w, title)
     if chips_section is not None:
         sections.append(chips_section)
 
@@ -588,9 +583,9 @@ def _model_sections(ckpts, w, sections, notes, matched, grid, noise, title, data
     for p in pub:
         key = "rms" if p["quantity"].startswith("sqrt") else "mean_square"
         for q in p["points"]:
-            m = measured.get(_s(q["sigma_train"]))
+            m = measured.get(sigma_key(q["sigma_train"]))
             weight_cmp.append({"id": p["id"], "paper": p["paper"], "source": p["source"], "experiment": p["experiment"],
-                               "quantity": p["quantity"], "sigma_train": _s(q["sigma_train"]), "value": q["value"],
+                               "quantity": p["quantity"], "sigma_train": sigma_key(q["sigma_train"]), "value": q["value"],
                                "measured": None if m is None else m[key],
                                "difference": None if m is None else m[key] - q["value"],
                                "measured_without_norm": None if m is None or not has_norm
@@ -690,12 +685,12 @@ def _model_sections(ckpts, w, sections, notes, matched, grid, noise, title, data
     return layers
 
 
-def _chips_section(run_dir: Path, experiment: str, meta: dict, w: _Writer, title: str) -> tuple[str, str, str] | None:
+def _chips_section(run_dir: RunDir, experiment: str, meta: dict, w: _Writer, title: str) -> tuple[str, str, str] | None:
     """The hardware section (a preset's ``[hardware]`` table): accuracy against time after programming with
     chip-to-chip bands, voting on a chip, their table and CSV; None when the store has no chips points."""
     from noisynn.engine.store import ResultStore
 
-    with ResultStore(run_dir / STORE, readonly=True) as store:
+    with ResultStore(run_dir.store, readonly=True) as store:
         rows = store.chip_points(experiment or None)
     if not rows:
         return None

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
+from noisynn.engine.store import sigma_key
 from noisynn.report.analysis import accuracy_grid, vote_curves
 
 __all__ = [
@@ -190,9 +191,9 @@ def learning_curves(epochs: Sequence[Mapping], *, curve: Sequence[Mapping] = (),
     curves: dict[tuple[float, int], list[Mapping]] = {}
     inner: dict[tuple[float, int], list[Mapping]] = {}
     for e in epochs:
-        curves.setdefault((round(float(e["sigma_train"]), 9), int(e["seed"])), []).append(e)
+        curves.setdefault((sigma_key(e["sigma_train"]), int(e["seed"])), []).append(e)
     for c in curve:
-        inner.setdefault((round(float(c["sigma_train"]), 9), int(c["seed"])), []).append(c)
+        inner.setdefault((sigma_key(c["sigma_train"]), int(c["seed"])), []).append(c)
     keys = sorted(set(curves) | set(inner))
     seeds = {s for _, s in keys}
     color = _sigma_colors([st for st, _ in keys])
