@@ -96,6 +96,26 @@ def test_training_learns_and_checkpoint_round_trips(trained_digits):
     assert acc == pytest.approx(result.metrics["val_accuracy"], abs=1e-6)
 
 
+def test_checkpoint_meta_is_the_checkpoints_json_unchanged(trained_digits):
+    """CheckpointMeta reads a checkpoint's metadata and writes back exactly the same JSON object."""
+    from noisynn.engine.checkpoint import read_metadata
+    from noisynn.engine.checkpoint_meta import CheckpointMeta, read_checkpoint_meta
+
+    result, _, meta, _ = trained_digits
+    assert isinstance(meta, CheckpointMeta) and meta.sha256 == result.sha256 == meta.weights_sha256
+    document = read_metadata(result.checkpoint)
+    typed = read_checkpoint_meta(result.checkpoint)
+    assert typed.to_dict() == document  # every key, the optimizer's JSON part (kept in ``extra``) included
+    assert (typed.model, typed.epoch, typed.epochs, typed.seed, typed.metrics) == (
+        "lstm-rows", 6, 6, 1, document["metrics"])
+    assert meta["model"] == meta.model and meta.get("noise_config") is None and "sha256" in meta  # the dict view
+    older = {k: v for k, v in document.items() if k not in ("epochs", "seed", "package_version")}
+    older |= {"from_the_future": [1, 2], "early_stopping": None}  # unknown keys and explicit nulls survive
+    assert CheckpointMeta.from_dict(older).to_dict() == older
+    with pytest.raises(KeyError, match="sample_shape"):
+        CheckpointMeta.from_dict({k: v for k, v in document.items() if k != "sample_shape"})
+
+
 def test_resumed_training_equals_uninterrupted(tmp_path):
     spec2 = TrainSpec("rnn-rows", "digits", "multiplicative", 0.5, epochs=2, lr=3e-3, seed=3)
     spec4 = TrainSpec("rnn-rows", "digits", "multiplicative", 0.5, epochs=4, lr=3e-3, seed=3)

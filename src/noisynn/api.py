@@ -40,7 +40,7 @@ from noisynn.engine import plugins
 from noisynn.engine.checkpoint import weights_sha256
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, parse_sigmas, vote_curve
 from noisynn.engine.rundir import CHECKPOINT_SUFFIX, RunDir
-from noisynn.engine.store import Point, PointKey, ResultStore, measurement
+from noisynn.engine.store import Point, PointKey, ResultStore, StoreError, measurement
 from noisynn.errors import NoisynnError
 
 __all__ = ["Table", "evaluate", "vote", "sweep"]
@@ -90,7 +90,7 @@ class Table:
     def to_pandas(self):
         """A ``pandas.DataFrame`` of the rows (pandas is not a dependency of noisynn)."""
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped]
         except ImportError:
             raise NoisynnError("to_pandas() needs pandas: pip install pandas (or use .rows / .to_csv())") from None
         return pd.DataFrame(self.rows, columns=[c for c in self.columns if any(c in r for r in self.rows)])
@@ -101,8 +101,8 @@ class Table:
         cells = [[_fmt(c, r.get(c)) for c in shown] for r in self.rows]
         widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(shown)]
         lines = [self.title] if self.title else []
-        lines.append("  ".join(c.rjust(w) for c, w in zip(shown, widths)))
-        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+        lines.append("  ".join(c.rjust(w) for c, w in zip(shown, widths, strict=True)))
+        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -141,14 +141,14 @@ def _subject(model, data, *, factory, device, limit, seed, sigma_train, data_dir
     if _is_checkpoint(model):
         if data is None:
             net, test, meta = load_for_evaluation(model, data_dir=data_dir, device=dev, limit=limit, factory=factory)
-            ref = meta["dataset"]
+            ref = meta.dataset
         else:
             net, meta = load_trained(model, device=dev, factory=factory)
             ref = plugins.data_reference(data)
-            test = load_data(meta["model"], ref, "test", data_dir=data_dir, device=dev, limit=limit)
-        return _Subject(net, test, plugins.model_label(meta["model"]), plugins.data_label(ref),
-                        float(meta["sigma_train"]) if sigma_train is None else float(sigma_train),
-                        plugins.noise_of(meta), meta["sha256"])
+            test = load_data(meta.model, ref, "test", data_dir=data_dir, device=dev, limit=limit)
+        return _Subject(net, test, plugins.model_label(meta.model), plugins.data_label(ref),
+                        float(meta.sigma_train) if sigma_train is None else float(sigma_train),
+                        plugins.noise_of(meta), meta.sha256)
     if data is None:
         raise NoisynnError("give the data to evaluate on (an .npz, a data set name, (x, y) tensors, a torch "
                            "Dataset or DataLoader), or a checkpoint that names its own")
@@ -191,13 +191,14 @@ def _open(out, experiment: str, family: plugins.NoiseFamily) -> ResultStore | No
     return store
 
 
-def _stored(store: ResultStore, key: PointKey) -> dict | None:
+def _stored(store: ResultStore, key: PointKey) -> dict:
+    """The stored row of a point the store has (``has_point`` said so)."""
     k = key.normalised()
     for row in store.points(kind=k.kind, experiment=k.experiment):
         if (row["model"], row["dataset"], row["noise"], row["sigma_train"], row["sigma_val"], row["votes"],
                 row["seed"]) == (k.model, k.dataset, k.noise, k.sigma_train, k.sigma_val, k.votes, k.seed):
             return row
-    return None
+    raise StoreError(f"{store.path} has no row for {k} although it has the point: the file changed meanwhile")
 
 
 def _warn_stale(message: str) -> None:
@@ -319,8 +320,9 @@ def vote(
         for s in sv:
             keys = [PointKey(experiment, subject.label, subject.dataset, family.label, subject.sigma_train, s,
                              votes=k, kind="vote", seed=seed) for k in range(1, votes + 1)]
-            if store is not None and all([store.has_point(k, subject.sha256, how, on_stale=_warn_stale)
-                                          for k in keys]):
+            found = ([store.has_point(k, subject.sha256, how, on_stale=_warn_stale) for k in keys]
+                     if store is not None else [])
+            if store is not None and all(found):  # each point checked (a stale one is said so)
                 rows += [_stored(store, k) for k in keys]
                 continue
             acc, seconds = vote_curve(subject.model, subject.test, family, s, votes, trials=trials, seed=seed,

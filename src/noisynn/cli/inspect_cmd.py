@@ -29,8 +29,7 @@ def _load(target: str) -> tuple[torch.nn.Module, tuple[int, ...] | None, str]:
 
         checkpoint_file(path)  # a trained model's metadata, or one line naming the file
         model, meta = load_trained(path)
-        shape = meta.get("sample_shape")
-        return model, tuple(shape) if shape else None, "checkpoint"
+        return model, tuple(meta.sample_shape) or None, "checkpoint"
     if ":" in target:
         module_name, _, attr = target.partition(":")
         try:

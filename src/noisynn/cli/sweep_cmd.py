@@ -141,7 +141,8 @@ def _store(run_dir: Path):
     from noisynn.engine.rundir import RunDir
     from noisynn.engine.store import ResultStore
 
-    return ResultStore(RunDir(run_dir).existing_store(), readonly=True)  # reading writes nothing: a read-only run directory works
+    # reading writes nothing: a read-only run directory works
+    return ResultStore(RunDir(run_dir).existing_store(), readonly=True)
 
 
 def _print_grid(run_dir: Path) -> None:

@@ -53,7 +53,7 @@ import dataclasses
 import functools
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -339,7 +339,7 @@ def _load(path: Path, task: ChipsTask) -> tuple:
                            task.hardware.eval_limit)
 
 
-def _data_key(meta: dict, limit: int | None) -> tuple:
+def _data_key(meta: Mapping[str, Any], limit: int | None) -> tuple:
     import json
 
     spec = meta.get("spec") or {}
@@ -376,13 +376,13 @@ class ChipsTask:
     def kind(self) -> str:
         return chips_kind(self.compensation, bool(self.votes))
 
-    def keys(self, meta: dict) -> list[PointKey]:
+    def keys(self, meta: Mapping[str, Any]) -> list[PointKey]:
         family = plugins.noise_of(meta)
         ks = range(1, self.votes + 1) if self.votes else (1,)
         return [PointKey(self.experiment, meta["model"], meta["dataset"], family.label, meta["sigma_train"],
                          self.t or 0.0, votes=k, kind=self.kind, seed=self.seed) for k in ks]
 
-    def measurement(self, test, meta: dict) -> str:
+    def measurement(self, test, meta: Mapping[str, Any]) -> str:
         return chips_measurement(_digest(_data_key(meta, self.eval_limit), test), self.hardware, self.t,
                                  self.compensation, self.votes, self.seed)
 
@@ -452,7 +452,7 @@ class ChipsTask:
 _TESTS: dict[tuple, object] = {}
 
 
-def _driver_test(task: ChipsTask, meta: dict):
+def _driver_test(task: ChipsTask, meta: Mapping[str, Any]):
     """The evaluation split as the driver loads it (to know the measurement before submitting)."""
     key = _data_key(meta, task.eval_limit)
     if key not in _TESTS:

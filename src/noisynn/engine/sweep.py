@@ -69,6 +69,7 @@ import torch
 
 from noisynn.engine import plugins
 from noisynn.engine.atomic import HOST, pid_alive, remove_orphans, unique_tmp
+from noisynn.engine.checkpoint_meta import CheckpointMeta, read_checkpoint_meta
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, vote_curve
 from noisynn.engine.presets import Plan
 from noisynn.engine.rundir import RunDir, checkpoint_in, is_last_copy, scratch_folder, scratch_folders
@@ -296,21 +297,19 @@ class TrainTask:
         then written before the checkpoint that commits them, and a driver killed in between
         trains those epochs again from the older checkpoint, to the same rows.
         """
-        from noisynn.engine.checkpoint import read_metadata
-
         work = ws.scratch(self.checkpoint)
         try:
             for name in ws.inputs:  # the files the driver has (not what this machine's disk holds)
                 ws.copy_into(name, work / name)
             ckpt = work / self.checkpoint.name
-            was_stopped = ckpt.is_file() and bool((read_metadata(ckpt).get("early_stopping") or {}).get("stopped"))
+            was_stopped = ckpt.is_file() and bool((read_checkpoint_meta(ckpt).early_stopping or {}).get("stopped"))
             events: list = []
 
             def on_epoch(m: dict) -> None:
-                files = {}
+                files: dict[str, bytes | str] = {}
                 best = best_path(ckpt)
-                earlier = next((e[1] for e in reversed(events) if e[0] == "epoch"), {})
-                if self.spec.early_stopping and best.is_file() and read_metadata(best).get("epoch") == m["epoch"]:
+                earlier: dict[str, bytes | str] = next((e[1] for e in reversed(events) if e[0] == "epoch"), {})
+                if self.spec.early_stopping and best.is_file() and read_checkpoint_meta(best).epoch == m["epoch"]:
                     files[best.name] = ws.keep(best)  # written before the checkpoint that names it the best
                     _discard(earlier.pop(best.name, None))
                 elif best.name in earlier:
@@ -348,19 +347,18 @@ class TrainTask:
         """
         if not self.checkpoint.exists():
             return
-        from noisynn.engine.checkpoint import read_metadata
-
-        meta = read_metadata(self.checkpoint)
-        metrics, epoch = meta.get("metrics") or {}, meta.get("epoch")
-        if not metrics or not isinstance(epoch, int) or epoch < 1 or not meta.get("weights_sha256"):
+        meta = read_checkpoint_meta(self.checkpoint)
+        metrics, epoch = meta.metrics or {}, meta.epoch
+        if not metrics or epoch < 1 or not meta.weights_sha256:
             return
-        if (meta.get("early_stopping") or {}).get("stopped"):
+        if (meta.early_stopping or {}).get("stopped"):
             return  # a finished early-stopped model: its checkpoint holds the best epoch's metrics, its rows are in
         sigma = sigma_key(self.spec.sigma_train)
         have = {e["epoch"] for e in store.epochs(self.experiment) if e["sigma_train"] == sigma
-                and e["model"] == self.spec.model and e["noise"] == self.spec.family.label and e["seed"] == self.spec.seed}
+                and e["model"] == self.spec.model and e["noise"] == self.spec.family.label
+                and e["seed"] == self.spec.seed}
         if epoch not in have:
-            store.add_epoch(_epoch_row(self, {**metrics, "epoch": epoch, "checkpoint": meta["weights_sha256"]}))
+            store.add_epoch(_epoch_row(self, {**metrics, "epoch": epoch, "checkpoint": meta.weights_sha256}))
 
     _recover_epoch_row = recover  # the name of older versions
 
@@ -398,7 +396,7 @@ def _verified(path: Path, target: Path) -> None:
 
 
 def _place(target: Path, blob: bytes | str) -> None:
-    """Write a checkpoint file handed back by a worker at ``target``: verified, then renamed into place, then its sidecar."""
+    """Write a checkpoint file handed back by a worker at ``target``: verified, renamed into place, then its sidecar."""
     from noisynn.engine.checkpoint import sync_sidecar
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -450,7 +448,7 @@ def _model_and_test(checkpoint: str, file_stamp: str, device: str, data_dir: str
 
 
 def _load(path: Path, task) -> tuple:
-    """The model at ``path`` and the task's test set; the file's stat is in the cache key, so a retrained model is reloaded."""
+    """The model at ``path`` and the task's test set (the file's stat is in the cache key: retrained, it reloads)."""
     stat = os.stat(path)
     return _model_and_test(str(path), f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}", task.device, task.data_dir,
                            task.eval_limit)
@@ -496,11 +494,11 @@ class EvalTask:
     eval_limit: int | None = None
     expect: str | None = None
 
-    def key(self, meta: dict) -> PointKey:
-        return PointKey(self.experiment, meta["model"], meta["dataset"], plugins.noise_of(meta).label,
-                        meta["sigma_train"], self.sigma_val, votes=1, kind="noisy", seed=self.seed)
+    def key(self, meta: CheckpointMeta) -> PointKey:
+        return PointKey(self.experiment, meta.model, meta.dataset, plugins.noise_of(meta).label,
+                        meta.sigma_train, self.sigma_val, votes=1, kind="noisy", seed=self.seed)
 
-    def measurement(self, test, meta: dict) -> str:
+    def measurement(self, test, meta: CheckpointMeta) -> str:
         return noisy_measurement(test, self.runs, self.target, self.eval_limit, plugins.noise_of(meta).config())
 
     def inputs(self) -> dict[str, Path]:
@@ -519,8 +517,8 @@ class EvalTask:
         how = self.measurement(test, meta)
         _check_expected(self, how)
         result = evaluate_point(model, test, plugins.noise_of(meta), self.sigma_val, runs=self.runs, seed=self.seed,
-                                stream=(meta["sha256"],), target=self.target)
-        return Point(key, result.n_runs, result.accuracy, result.stderr, result.seconds, meta["sha256"],
+                                stream=(meta.sha256,), target=self.target)
+        return Point(key, result.n_runs, result.accuracy, result.stderr, result.seconds, meta.sha256,
                      result.accuracies, how)
 
 
@@ -540,12 +538,12 @@ class VoteTask:
     eval_limit: int | None = None
     expect: str | None = None
 
-    def keys(self, meta: dict) -> list[PointKey]:
+    def keys(self, meta: CheckpointMeta) -> list[PointKey]:
         family = plugins.noise_of(meta)
-        return [PointKey(self.experiment, meta["model"], meta["dataset"], family.label, meta["sigma_train"],
+        return [PointKey(self.experiment, meta.model, meta.dataset, family.label, meta.sigma_train,
                          self.sigma_val, votes=k, kind="vote", seed=self.seed) for k in range(1, self.votes + 1)]
 
-    def measurement(self, test, meta: dict) -> str:
+    def measurement(self, test, meta: CheckpointMeta) -> str:
         return vote_measurement(test, self.votes, self.trials, self.eval_limit, plugins.noise_of(meta).config())
 
     def inputs(self) -> dict[str, Path]:
@@ -563,12 +561,12 @@ class VoteTask:
         how = self.measurement(test, meta)
         _check_expected(self, how)
         acc, seconds = vote_curve(model, test, family, self.sigma_val, self.votes, trials=self.trials,
-                                  seed=self.seed, stream=(meta["sha256"],))
+                                  seed=self.seed, stream=(meta.sha256,))
         points = []
         for k, key in enumerate(self.keys(meta)):
             runs = tuple(acc[:, k].tolist())
             mean, se = mean_stderr(runs)
-            points.append(Point(key, len(runs), mean, se, seconds / self.votes, meta["sha256"], runs, how))
+            points.append(Point(key, len(runs), mean, se, seconds / self.votes, meta.sha256, runs, how))
         return points
 
 
@@ -622,7 +620,7 @@ def _attack_tasks(plan: Plan, trains: list[TrainTask], run_dir: Path, seed: int,
     src_spec = dataclasses.replace(plan.train_spec(0.0, seed), model=plan.extra["source_model"])
     model = trains[0] if trains else TrainTask(src_spec, str(run_dir), plan.name)
     source = dataclasses.replace(model, spec=src_spec, curve_every=0)
-    if plan.runs == "auto":
+    if not isinstance(plan.runs, int):
         raise ValueError("an attack preset needs an integer runs")
     tasks = [AttackTask(str(source.checkpoint), str(t.checkpoint), str(run_dir), plan.name, plan.sigma_val, plan.runs,
                         plan.extra["attack"], plan.noise, seed, data_dir, device) for t in trains]
@@ -761,7 +759,7 @@ def schedule(executor, chains: Sequence[Sequence], *, desc: str = "", progress: 
 
     from tqdm.auto import tqdm
 
-    order = {}
+    order: dict[tuple[int, int], int] = {}
     for ci, chain in enumerate(chains):
         for ti, _ in enumerate(chain):
             order[(ci, ti)] = len(order)
@@ -869,10 +867,10 @@ class _Driver:
     def store(self) -> ResultStore:
         return ResultStore(RunDir(self.run_dir).store)
 
-    def _measurement(self, task, meta: dict) -> str:
+    def _measurement(self, task, meta: CheckpointMeta) -> str:
         """How ``task`` will measure (the test data by content): computed here, once per model and kind."""
-        spec = meta.get("spec") or {}
-        data = (meta["model"], meta["dataset"], task.eval_limit, bool(spec.get("allow_partial", False)),
+        spec = meta.spec
+        data = (meta.model, meta.dataset, task.eval_limit, bool(spec.get("allow_partial", False)),
                 json.dumps(spec.get("data_options") or {}, sort_keys=True))
         settings = (type(task).__name__, json.dumps(plugins.noise_of(meta).config(), sort_keys=True, default=str),
                     str(getattr(task, "runs", None)), getattr(task, "target", None), getattr(task, "votes", None),
@@ -881,7 +879,7 @@ class _Driver:
             if data not in self._tests:
                 if len(self._tests) > 2:
                     self._tests.clear()
-                self._tests[data] = load_data(meta["model"], meta["dataset"], "test", data_dir=self.data_dir,
+                self._tests[data] = load_data(meta.model, meta.dataset, "test", data_dir=self.data_dir,
                                               limit=task.eval_limit, allow_partial=data[3],
                                               data_options=spec.get("data_options") or {})
             self._hows[(data, settings)] = task.measurement(self._tests[data], meta)
@@ -897,10 +895,10 @@ class _Driver:
             return task.prepare_in_driver(self.store, self.log)
         if not isinstance(task, (EvalTask, VoteTask)):
             return task
-        from noisynn.engine.checkpoint import read_metadata
-
-        meta = read_metadata(task.checkpoint)
-        sha = meta["weights_sha256"]
+        meta = read_checkpoint_meta(task.checkpoint)
+        sha = meta.weights_sha256
+        if sha is None:
+            raise CheckpointError(f"{task.checkpoint} records no weights hash (an old noisynn wrote it): retrain it")
         how = self._measurement(task, meta)
         with self.store() as store:
             if isinstance(task, EvalTask):
@@ -908,7 +906,8 @@ class _Driver:
                     return None
             else:
                 notes: list[str] = []
-                if all([store.has_point(k, sha, how, on_stale=notes.append) for k in task.keys(meta)]):
+                found = [store.has_point(k, sha, how, on_stale=notes.append) for k in task.keys(meta)]  # each checked
+                if all(found):
                     return None
                 for note in notes[:1]:
                     self.log(note)
@@ -1088,10 +1087,11 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
         voted = vote_measurement(vtest, plan.votes, plan.vote_trials, limit, spec.family.config())
         for v in plan.vote_sigma_val:
             for k in range(1, plan.votes + 1):
-                wanted[PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, k, "vote", seed)] = voted
+                key = PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, k, "vote", seed)
+                wanted[key] = voted
     with ResultStore(path) as store:
-        records = {key: store.point_record(key) for key in wanted}
-        if any(r is None or r[1] != wanted[key] for key, r in records.items()):
+        records = {key: r for key in wanted if (r := store.point_record(key)) is not None}
+        if len(records) < len(wanted) or any(r[1] != wanted[key] for key, r in records.items()):
             return False
         hashes = {r[0] for r in records.values()}
         if len(hashes) != 1:

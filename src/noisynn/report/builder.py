@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from noisynn.engine.checkpoint_meta import CheckpointMeta, read_checkpoint_meta
 from noisynn.engine.rundir import RunDir
 from noisynn.engine.store import sigma_key
 from noisynn.errors import NoisynnError
@@ -102,27 +103,25 @@ class _Writer:
 
 
 def _checkpoints(run_dir: RunDir, seed: int | None, model: str | None,
-                 notes: list[str] | None = None) -> dict[float, tuple[Path, dict]]:
+                 notes: list[str] | None = None) -> dict[float, tuple[Path, CheckpointMeta]]:
     """``{sigma_train: (checkpoint, metadata)}`` of the run's trained models of ``model`` (any epoch).
 
     Other networks in ``models/`` (an attack's source network NN_adv) are left out; a file
     that is not a readable checkpoint is skipped with a note saying why.
     """
-    from noisynn.engine.checkpoint import read_metadata
-
-    found: dict[float, tuple[Path, dict]] = {}
+    found: dict[float, tuple[Path, CheckpointMeta]] = {}
     for path in run_dir.model_checkpoints():  # not early stopping's copies: the checkpoint is what was evaluated
         try:
-            meta = read_metadata(path)
+            meta = read_checkpoint_meta(path)
         except NoisynnError as exc:
             if notes is not None:
                 notes.append(f"models/{path.name} skipped: {str(exc).splitlines()[0]}")
             continue
-        if seed is not None and int(meta.get("seed", 0)) != seed:
+        if seed is not None and (meta.seed or 0) != seed:
             continue
-        if model is not None and meta.get("model") != model:
+        if model is not None and meta.model != model:
             continue
-        found.setdefault(sigma_key(meta["sigma_train"]), (path, meta))
+        found.setdefault(sigma_key(meta.sigma_train), (path, meta))
     return dict(sorted(found.items()))
 
 
