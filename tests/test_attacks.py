@@ -139,6 +139,11 @@ def test_transfer_pipeline_writes_points_and_resumes(digits_models, tmp_path):
     assert by[("adversarial", 0.0)]["accuracy"] < by[("noisy", 0.0)]["accuracy"]
     with ResultStore(tmp_path / "results.sqlite") as store:
         assert len(store.points(kind="adversarial")) == 2 and len(store.points(kind="adversarial-eot")) == 2
+    from noisynn.engine.rundir import RunDir
+
+    cached = sorted(RunDir(tmp_path).adversarial.iterdir())  # the transfer examples, where RunDir names them
+    assert len(cached) == 1 and cached[0] == RunDir(tmp_path).adversarial_examples(
+        cached[0].name.removeprefix("transfer-").removesuffix(".safetensors"))
     again = run_transfer(paths["source"], paths["target"], tmp_path, **kw)  # all cached: same numbers
     assert [r["accuracy"] for r in again.rows] == [r["accuracy"] for r in report.rows]
 

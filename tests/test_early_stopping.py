@@ -152,6 +152,14 @@ def test_a_sweep_records_the_stop_and_evaluates_the_best_weights(tmp_path):
     best = [e for e in epochs if e["epoch"] == row["best_epoch"]]
     assert best[0]["checkpoint"] == row["checkpoint"] == points[0]["checkpoint"] == points[1]["checkpoint"]
     assert any("stopped: patience" in m for m in logs)
+    # the model's files are those RunDir names: the checkpoint, early stopping's best and last states (+ sidecars)
+    from noisynn.engine.rundir import RunDir
+
+    rd, key = RunDir(tmp_path / "run"), load_plan(preset, "quick").train_spec(0.0, 0).key
+    named = [rd.model_checkpoint(key), rd.best_checkpoint(key), rd.last_checkpoint(key)]
+    sidecars = [named[0].with_suffix(".json"), named[1].with_suffix(".json")]  # the .last copy has none
+    assert sorted(rd.models.iterdir()) == sorted([*named, *sidecars])
+    assert rd.model_checkpoints() == [named[0]]
 
 
 def test_an_old_store_gains_the_holdout_columns(tmp_path):

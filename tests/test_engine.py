@@ -96,6 +96,26 @@ def test_training_learns_and_checkpoint_round_trips(trained_digits):
     assert acc == pytest.approx(result.metrics["val_accuracy"], abs=1e-6)
 
 
+def test_checkpoint_meta_is_the_checkpoints_json_unchanged(trained_digits):
+    """CheckpointMeta reads a checkpoint's metadata and writes back exactly the same JSON object."""
+    from noisynn.engine.checkpoint import read_metadata
+    from noisynn.engine.checkpoint_meta import CheckpointMeta, read_checkpoint_meta
+
+    result, _, meta, _ = trained_digits
+    assert isinstance(meta, CheckpointMeta) and meta.sha256 == result.sha256 == meta.weights_sha256
+    document = read_metadata(result.checkpoint)
+    typed = read_checkpoint_meta(result.checkpoint)
+    assert typed.to_dict() == document  # every key, the optimizer's JSON part (kept in ``extra``) included
+    assert (typed.model, typed.epoch, typed.epochs, typed.seed, typed.metrics) == (
+        "lstm-rows", 6, 6, 1, document["metrics"])
+    assert meta["model"] == meta.model and meta.get("noise_config") is None and "sha256" in meta  # the dict view
+    older = {k: v for k, v in document.items() if k not in ("epochs", "seed", "package_version")}
+    older |= {"from_the_future": [1, 2], "early_stopping": None}  # unknown keys and explicit nulls survive
+    assert CheckpointMeta.from_dict(older).to_dict() == older
+    with pytest.raises(KeyError, match="sample_shape"):
+        CheckpointMeta.from_dict({k: v for k, v in document.items() if k != "sample_shape"})
+
+
 def test_resumed_training_equals_uninterrupted(tmp_path):
     spec2 = TrainSpec("rnn-rows", "digits", "multiplicative", 0.5, epochs=2, lr=3e-3, seed=3)
     spec4 = TrainSpec("rnn-rows", "digits", "multiplicative", 0.5, epochs=4, lr=3e-3, seed=3)
@@ -199,6 +219,29 @@ def test_sweep_records_the_learning_curve_within_epochs(reference_run):
         curve = store.curve()
     for st in (0.0, 0.8):  # 4 epochs x 45 mini-batches of the digits: a point every 20
         assert [c["batches"] for c in curve if c["sigma_train"] == st] == list(range(20, 181, 20))
+
+
+def test_the_run_directory_holds_exactly_what_rundir_names(tiny_preset, reference_run):
+    """Every file of a finished sweep is one that RunDir names, and every name RunDir gives it exists."""
+    from noisynn.engine.rundir import RunDir, best_path, is_main_checkpoint, last_path
+
+    plan = load_plan(tiny_preset, "quick")
+    rd = RunDir(reference_run)
+    keys = [plan.train_spec(s, 0).key for s in plan.sigma_train]
+    checkpoints = [rd.model_checkpoint(k) for k in keys]
+    named = {rd.store, rd.lock, *checkpoints, *(c.with_suffix(".json") for c in checkpoints)}  # + the sidecars
+    found = {p for p in reference_run.rglob("*") if p.is_file() or p.is_dir() and p.parent == reference_run}
+    assert found == named | {rd.models}
+    assert rd.model_checkpoints() == sorted(checkpoints)
+    assert rd.store.name == "results.sqlite" and rd.models.name == "models" and rd.report == reference_run / "report"
+    assert rd.best_checkpoint(keys[0]) == best_path(checkpoints[0]) != checkpoints[0]
+    assert rd.last_checkpoint(keys[0]) == last_path(checkpoints[0]) != checkpoints[0]
+    assert not is_main_checkpoint(best_path(checkpoints[0])) and not is_main_checkpoint(last_path(checkpoints[0]))
+    with ResultStore(rd.store, readonly=True) as store:  # the store's rows name these very checkpoints' weights
+        from noisynn.engine.checkpoint import read_metadata
+
+        last = {e["checkpoint"] for e in store.epochs() if e["epoch"] == plan.train["epochs"]}
+    assert last == {read_metadata(c)["weights_sha256"] for c in checkpoints}
 
 
 def test_voting_uses_the_profiles_vote_limit_and_evaluation_the_whole_test_set(reference_run):

@@ -39,12 +39,12 @@ from torch import nn
 from noisynn.engine import plugins
 from noisynn.engine.checkpoint import weights_sha256
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, parse_sigmas, vote_curve
-from noisynn.engine.store import Point, PointKey, ResultStore, measurement
+from noisynn.engine.rundir import CHECKPOINT_SUFFIX, RunDir
+from noisynn.engine.store import Point, PointKey, ResultStore, StoreError, measurement
 from noisynn.errors import NoisynnError
 
 __all__ = ["Table", "evaluate", "vote", "sweep"]
 
-STORE = "results.sqlite"
 _COLUMNS = ["experiment", "model", "dataset", "noise", "kind", "sigma_train", "sigma_val", "votes", "n_runs",
             "accuracy", "stderr", "seconds", "checkpoint"]
 
@@ -90,7 +90,7 @@ class Table:
     def to_pandas(self):
         """A ``pandas.DataFrame`` of the rows (pandas is not a dependency of noisynn)."""
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped]
         except ImportError:
             raise NoisynnError("to_pandas() needs pandas: pip install pandas (or use .rows / .to_csv())") from None
         return pd.DataFrame(self.rows, columns=[c for c in self.columns if any(c in r for r in self.rows)])
@@ -101,8 +101,8 @@ class Table:
         cells = [[_fmt(c, r.get(c)) for c in shown] for r in self.rows]
         widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(shown)]
         lines = [self.title] if self.title else []
-        lines.append("  ".join(c.rjust(w) for c, w in zip(shown, widths)))
-        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+        lines.append("  ".join(c.rjust(w) for c, w in zip(shown, widths, strict=True)))
+        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -131,7 +131,7 @@ class _Subject:
 
 
 def _is_checkpoint(model: Any) -> bool:
-    return isinstance(model, (str, Path)) and (str(model).endswith(".safetensors") or Path(model).is_file())
+    return isinstance(model, (str, Path)) and (str(model).endswith(CHECKPOINT_SUFFIX) or Path(model).is_file())
 
 
 def _subject(model, data, *, factory, device, limit, seed, sigma_train, data_dir) -> _Subject:
@@ -141,14 +141,14 @@ def _subject(model, data, *, factory, device, limit, seed, sigma_train, data_dir
     if _is_checkpoint(model):
         if data is None:
             net, test, meta = load_for_evaluation(model, data_dir=data_dir, device=dev, limit=limit, factory=factory)
-            ref = meta["dataset"]
+            ref = meta.dataset
         else:
             net, meta = load_trained(model, device=dev, factory=factory)
             ref = plugins.data_reference(data)
-            test = load_data(meta["model"], ref, "test", data_dir=data_dir, device=dev, limit=limit)
-        return _Subject(net, test, plugins.model_label(meta["model"]), plugins.data_label(ref),
-                        float(meta["sigma_train"]) if sigma_train is None else float(sigma_train),
-                        plugins.noise_of(meta), meta["sha256"])
+            test = load_data(meta.model, ref, "test", data_dir=data_dir, device=dev, limit=limit)
+        return _Subject(net, test, plugins.model_label(meta.model), plugins.data_label(ref),
+                        float(meta.sigma_train) if sigma_train is None else float(sigma_train),
+                        plugins.noise_of(meta), meta.sha256)
     if data is None:
         raise NoisynnError("give the data to evaluate on (an .npz, a data set name, (x, y) tensors, a torch "
                            "Dataset or DataLoader), or a checkpoint that names its own")
@@ -180,7 +180,7 @@ def _noise(noise, params, param, subject: _Subject) -> plugins.NoiseFamily:
 def _open(out, experiment: str, family: plugins.NoiseFamily) -> ResultStore | None:
     if out is None:
         return None
-    store = ResultStore(Path(out) / STORE)
+    store = ResultStore(RunDir(Path(out)).store)
     try:
         store.claim(experiment=experiment)
         if not family.builtin:
@@ -191,13 +191,14 @@ def _open(out, experiment: str, family: plugins.NoiseFamily) -> ResultStore | No
     return store
 
 
-def _stored(store: ResultStore, key: PointKey) -> dict | None:
+def _stored(store: ResultStore, key: PointKey) -> dict:
+    """The stored row of a point the store has (``has_point`` said so)."""
     k = key.normalised()
     for row in store.points(kind=k.kind, experiment=k.experiment):
         if (row["model"], row["dataset"], row["noise"], row["sigma_train"], row["sigma_val"], row["votes"],
                 row["seed"]) == (k.model, k.dataset, k.noise, k.sigma_train, k.sigma_val, k.votes, k.seed):
             return row
-    return None
+    raise StoreError(f"{store.path} has no row for {k} although it has the point: the file changed meanwhile")
 
 
 def _warn_stale(message: str) -> None:
@@ -275,7 +276,7 @@ def evaluate(
         if store is not None:
             store.close()
     return Table(rows, f"{subject.label} on {subject.dataset}, {family.label} noise: accuracy over {runs} runs",
-                 Path(out) / STORE if out is not None else None)
+                 RunDir(Path(out)).store if out is not None else None)
 
 
 def vote(
@@ -319,8 +320,9 @@ def vote(
         for s in sv:
             keys = [PointKey(experiment, subject.label, subject.dataset, family.label, subject.sigma_train, s,
                              votes=k, kind="vote", seed=seed) for k in range(1, votes + 1)]
-            if store is not None and all([store.has_point(k, subject.sha256, how, on_stale=_warn_stale)
-                                          for k in keys]):
+            found = ([store.has_point(k, subject.sha256, how, on_stale=_warn_stale) for k in keys]
+                     if store is not None else [])
+            if store is not None and all(found):  # each point checked (a stale one is said so)
                 rows += [_stored(store, k) for k in keys]
                 continue
             acc, seconds = vote_curve(subject.model, subject.test, family, s, votes, trials=trials, seed=seed,
@@ -337,7 +339,7 @@ def vote(
         if store is not None:
             store.close()
     return Table(rows, f"voting: {subject.label} on {subject.dataset}, {family.label} noise",
-                 Path(out) / STORE if out is not None else None)
+                 RunDir(Path(out)).store if out is not None else None)
 
 
 def sweep(
@@ -425,7 +427,7 @@ def sweep(
                       progress=progress, log=log or (lambda _m: None))
         finally:
             runner.close()
-        with ResultStore(run_dir / STORE) as store:
+        with ResultStore(RunDir(run_dir).store) as store:
             rows = store.points(experiment=experiment)
     return Table(rows, f"{plan.title}, {family.label} noise: accuracy (rows sigma_train, columns sigma_val)",
-                 Path(out) / STORE if out is not None else None)
+                 RunDir(Path(out)).store if out is not None else None)

@@ -42,8 +42,9 @@ def attack_command(
 ) -> None:
     """Transfer PGD examples from NN_adv to NN_val under noisy inference (and optionally EOT white-box)."""
     from noisynn.engine import validation as check
-    from noisynn.engine.adversarial import STORE, run_transfer
+    from noisynn.engine.adversarial import run_transfer
     from noisynn.engine.evaluation import parse_range
+    from noisynn.engine.rundir import RunDir
     from noisynn.engine.store import ResultStore
 
     # everything is checked before the out directory is created or claimed
@@ -66,7 +67,7 @@ def attack_command(
     settings = {k: v for k, v in (("eps", eps), ("alpha", alpha), ("steps", steps), ("restarts", restarts))
                 if v is not None}
     eot_settings = {"restarts": eot_restarts} if eot_restarts is not None else {}
-    with ResultStore(out / STORE) as store:
+    with ResultStore(RunDir(out).store) as store:
         store.claim(experiment="attack", seed=str(seed))
     log = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
     report = run_transfer(source, target, out, sigma_val=sigmas, runs=runs, limit=limit,
@@ -83,7 +84,7 @@ def attack_command(
         acc = f"{100 * r['accuracy']:.2f}" + (f" +- {100 * r['stderr']:.2f}" if r["n_runs"] > 1 else "")
         table.add_row(KIND_LABEL.get(r["kind"], r["kind"]), r["model"], f"{r['sigma_val']:g}", str(r["n_runs"]), acc)
     Console().print(table)
-    typer.echo(f"results: {out / STORE} ({report.seconds:.0f} s)")
+    typer.echo(f"results: {RunDir(out).store} ({report.seconds:.0f} s)")
 
 
 def register(app: typer.Typer) -> None:

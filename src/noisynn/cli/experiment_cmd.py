@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -10,6 +11,9 @@ from rich.table import Table
 
 from noisynn.cli.common import DATA_DIR_HELP, DEVICE_HELP, emit_json, progress_enabled, user_errors
 from noisynn.errors import NoisynnError
+
+if TYPE_CHECKING:
+    from noisynn.engine.checkpoint_meta import CheckpointMeta
 
 NOISE_HELP = ("additive, multiplicative, or pkg.module:Class (any noisynn.NoiseModel; its parameters with "
               "--noise-param)")
@@ -81,14 +85,17 @@ def train_command(
                      momentum=momentum, weight_decay=weight_decay, seed=seed, train_limit=train_limit,
                      augment=augment, allow_partial=allow_partial, noise_params=family.params,
                      sweep_param=family.param, model_options=options)
-    checkpoint = out / "models" / f"{spec.key}.safetensors"
+    from noisynn.engine.rundir import RunDir
     from noisynn.engine.rundir_lock import RunDirLock
+
+    run_dir = RunDir(out)
+    checkpoint = run_dir.model_checkpoint(spec.key)
 
     lock = RunDirLock(out).acquire()  # one writer per --out (a second one is refused in one line)
     if lock.stale is not None and not as_json:
         typer.echo(f"note: took over the stale lock of pid {lock.stale.get('pid')} in {out}", err=True)
     try:  # the lock is released (and the store closed) on every way out, an error included
-        store = ResultStore(out / "results.sqlite")
+        store = ResultStore(run_dir.store)
         try:
             store.claim(experiment="train", model=model, dataset=spec.dataset)
             noise = family.label
@@ -144,17 +151,17 @@ def _load(checkpoint: Path, data_dir: str | None, device: str, limit: int | None
         return load_for_evaluation(checkpoint, data_dir=data_dir, device=device, limit=limit)
     dev = resolve_device(device)
     model, meta = load_trained(checkpoint, device=dev)
-    return model, load_data(meta["model"], plugins.data_reference(dataset), "test", data_dir=data_dir, device=dev,
+    return model, load_data(meta.model, plugins.data_reference(dataset), "test", data_dir=data_dir, device=dev,
                             limit=limit), meta
 
 
-def _noise(meta: dict, noise: str | None, params: list[str] | None, sweep_param: str | None):
+def _noise(meta: CheckpointMeta, noise: str | None, params: list[str] | None, sweep_param: str | None):
     """The inference noise family: --noise (with its parameters), else the training noise."""
     from noisynn.engine import plugins
 
     if noise is None and not params and sweep_param is None:
         return plugins.noise_of(meta)
-    return plugins.resolve_noise(noise or meta["noise"], plugins.parse_params(params), sweep_param)
+    return plugins.resolve_noise(noise or meta.noise, plugins.parse_params(params), sweep_param)
 
 
 @user_errors
@@ -188,7 +195,7 @@ def evaluate_command(
     kind = family.label
     rows = []
     for s in sigmas:
-        r = evaluate_point(model, test, family, s, runs=n_runs, seed=seed, stream=(meta["sha256"],),
+        r = evaluate_point(model, test, family, s, runs=n_runs, seed=seed, stream=(meta.sha256,),
                            target=target / 100)
         rows.append({"sigma_val": s, "accuracy": r.accuracy, "stderr": r.stderr, "n_runs": r.n_runs,
                      "seconds": r.seconds})
@@ -196,15 +203,15 @@ def evaluate_command(
             typer.echo(f"sigma_val {s:.2f}: {100 * r.accuracy:.2f}% ± {100 * r.stderr:.2f} ({r.n_runs} runs, "
                        f"{r.seconds:.1f} s)", err=True)
     if as_json:
-        emit_json({"checkpoint": str(checkpoint), "model": meta["model"], "noise": kind,
-                   "sigma_train": meta["sigma_train"], "points": rows})
+        emit_json({"checkpoint": str(checkpoint), "model": meta.model, "noise": kind,
+                   "sigma_train": meta.sigma_train, "points": rows})
         return
-    table = Table(title=f"{meta['model']} sigma_train={meta['sigma_train']:g}, {kind} noise, {test.name} test")
+    table = Table(title=f"{meta.model} sigma_train={meta.sigma_train:g}, {kind} noise, {test.name} test")
     for col in ("sigma_val", "accuracy %", "stderr", "runs", "seconds"):
         table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(f"{r['sigma_val']:.2f}", f"{100 * r['accuracy']:.2f}", f"{100 * r['stderr']:.2f}",
-                      str(r["n_runs"]), f"{r['seconds']:.1f}")
+    for row in rows:
+        table.add_row(f"{row['sigma_val']:.2f}", f"{100 * row['accuracy']:.2f}", f"{100 * row['stderr']:.2f}",
+                      str(row["n_runs"]), f"{row['seconds']:.1f}")
     Console().print(table)
 
 
@@ -239,15 +246,15 @@ def vote_command(
     kind = family.label
     rows = []
     for s in sigmas:
-        acc, seconds = vote_curve(model, test, family, s, hi, trials=trials, seed=seed, stream=(meta["sha256"],))
+        acc, seconds = vote_curve(model, test, family, s, hi, trials=trials, seed=seed, stream=(meta.sha256,))
         for k in range(lo, hi + 1):
             mean, se = mean_stderr(acc[:, k - 1].tolist())
             rows.append({"sigma_val": s, "votes": k, "accuracy": mean, "stderr": se, "trials": trials})
     if as_json:
-        emit_json({"checkpoint": str(checkpoint), "model": meta["model"], "noise": kind,
-                   "sigma_train": meta["sigma_train"], "points": rows})
+        emit_json({"checkpoint": str(checkpoint), "model": meta.model, "noise": kind,
+                   "sigma_train": meta.sigma_train, "points": rows})
         return
-    table = Table(title=f"voting: {meta['model']} sigma_train={meta['sigma_train']:g}, {kind} noise (accuracy %)")
+    table = Table(title=f"voting: {meta.model} sigma_train={meta.sigma_train:g}, {kind} noise (accuracy %)")
     table.add_column("K", justify="right")
     for s in sigmas:
         table.add_column(f"σ_val {s:g}", justify="right")

@@ -21,15 +21,16 @@ def _load(target: str) -> tuple[torch.nn.Module, tuple[int, ...] | None, str]:
     """(model, sample shape if known, what it is)."""
     if target in MODELS:
         return build_model(target), MODELS[target].input_shape, "registry model"
+    from noisynn.engine.rundir import CHECKPOINT_SUFFIX
+
     path = Path(target)
-    if path.suffix == ".safetensors" or path.exists():
+    if path.suffix == CHECKPOINT_SUFFIX or path.exists():
         from noisynn.engine.training import load_trained
         from noisynn.engine.validation import checkpoint_file
 
         checkpoint_file(path)  # a trained model's metadata, or one line naming the file
         model, meta = load_trained(path)
-        shape = meta.get("sample_shape")
-        return model, tuple(shape) if shape else None, "checkpoint"
+        return model, tuple(meta.sample_shape) or None, "checkpoint"
     if ":" in target:
         module_name, _, attr = target.partition(":")
         try:

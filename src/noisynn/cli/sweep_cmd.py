@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from noisynn.cli.common import DATA_DIR_HELP, DEVICE_HELP, emit_json, progress_enabled, user_errors
-from noisynn.errors import NoisynnError
 
 
 def _executor(workers: int, options: dict | None = None):
@@ -139,12 +138,11 @@ def presets_command(as_json: bool = typer.Option(False, "--json", help="Print ma
 
 
 def _store(run_dir: Path):
+    from noisynn.engine.rundir import RunDir
     from noisynn.engine.store import ResultStore
 
-    path = run_dir / "results.sqlite"
-    if not path.is_file():
-        raise NoisynnError(f"{run_dir} has no results.sqlite: give the --out directory of a sweep")
-    return ResultStore(path, readonly=True)  # reading writes nothing: a read-only run directory works
+    # reading writes nothing: a read-only run directory works
+    return ResultStore(RunDir(run_dir).existing_store(), readonly=True)
 
 
 def _print_grid(run_dir: Path) -> None:

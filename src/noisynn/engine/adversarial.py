@@ -36,16 +36,17 @@ from torch import nn
 
 from noisynn import data as datasets
 from noisynn.attacks import CIFAR10_SETTINGS, MNIST_SETTINGS, PGD
+from noisynn.engine.checkpoint_meta import CheckpointMeta
 from noisynn.engine.evaluation import evaluate_point
+from noisynn.engine.rundir import RunDir
 from noisynn.engine.seeding import generator
-from noisynn.engine.store import Point, PointKey, ResultStore, measurement
+from noisynn.engine.store import Point, PointKey, ResultStore, measurement, sigma_key
 from noisynn.engine.training import load_data, load_trained, resolve_device
 from noisynn.errors import NoisynnError
 from noisynn.noise import check_sigma, clean, noise
 
-__all__ = ["default_settings", "make_adversarial", "run_transfer", "TransferReport", "STORE"]
+__all__ = ["default_settings", "make_adversarial", "run_transfer", "TransferReport"]
 
-STORE = "results.sqlite"
 KINDS = ("noisy", "adversarial", "adversarial-source", "adversarial-eot")
 
 
@@ -91,10 +92,10 @@ def _digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _test_set(meta: dict, data_dir, dev, limit: int | None) -> datasets.Dataset:
+def _test_set(meta: CheckpointMeta, data_dir, dev, limit: int | None) -> datasets.Dataset:
     """The target's test split (a partial CIFAR-10 copy's stands in from its training images)."""
-    spec = meta["spec"]
-    return load_data(meta["model"], meta["dataset"], "test", limit=limit, data_dir=data_dir, device=dev,
+    spec = meta.spec
+    return load_data(meta.model, meta.dataset, "test", limit=limit, data_dir=data_dir, device=dev,
                      allow_partial=spec.get("allow_partial", False), data_options=spec.get("data_options") or {})
 
 
@@ -143,43 +144,44 @@ def run_transfer(
         raise NoisynnError(f"eot must be >= 0, got {eot}")
     src, smeta = load_trained(source, device=dev)
     tgt, tmeta = load_trained(target, device=dev)
-    if smeta["dataset"] != tmeta["dataset"] or smeta["sample_shape"] != tmeta["sample_shape"]:
-        raise NoisynnError(f"source ({smeta['model']} on {smeta['dataset']}) and target ({tmeta['model']} on "
-                           f"{tmeta['dataset']}) do not read the same samples")
+    if smeta.dataset != tmeta.dataset or smeta.sample_shape != tmeta.sample_shape:
+        raise NoisynnError(f"source ({smeta.model} on {smeta.dataset}) and target ({tmeta.model} on "
+                           f"{tmeta.dataset}) do not read the same samples")
     test = _test_set(tmeta, data_dir, dev, limit)
-    settings = {**default_settings(tmeta["dataset"]), **(settings or {})}
+    settings = {**default_settings(tmeta.dataset), **(settings or {})}
     eot_settings = {**settings, **(eot_settings or {})}
-    out = Path(out)
+    run_dir = RunDir(Path(out))
     rows: list[dict] = []
 
-    def key(kind: str, s: float, meta: dict) -> PointKey:
-        return PointKey(experiment, meta["model"], meta["dataset"], noise_kind, meta["sigma_train"], s,
+    def key(kind: str, s: float, meta: CheckpointMeta) -> PointKey:
+        return PointKey(experiment, meta.model, meta.dataset, noise_kind, meta.sigma_train, s,
                         votes=1, kind=kind, seed=seed)
 
-    def measure(store: ResultStore, kind: str, s: float, model, ds, meta, n_runs: int, stream: tuple) -> None:
+    def measure(store: ResultStore, kind: str, s: float, model, ds, meta: CheckpointMeta, n_runs: int,
+                stream: tuple) -> None:
         k = key(kind, s, meta)
         # the natural test data by its content; attacked samples by the tags of their making (source, settings, seed)
         how = measurement(ds if kind == "noisy" else None, runs=n_runs, stream=list(stream), noise=noise_kind,
                           samples=len(ds))
-        if not store.has_point(k, meta["sha256"], how, on_stale=log):
-            r = evaluate_point(model, ds, noise_kind, s, runs=n_runs, seed=seed, stream=(meta["sha256"], *stream))
-            store.add_point(Point(k, r.n_runs, r.accuracy, r.stderr, r.seconds, meta["sha256"], r.accuracies, how))
+        if not store.has_point(k, meta.sha256, how, on_stale=log):
+            r = evaluate_point(model, ds, noise_kind, s, runs=n_runs, seed=seed, stream=(meta.sha256, *stream))
+            store.add_point(Point(k, r.n_runs, r.accuracy, r.stderr, r.seconds, meta.sha256, r.accuracies, how))
         row = next(p for p in store.points(kind=kind, experiment=experiment)
-                   if p["model"] == meta["model"] and abs(p["sigma_val"] - round(s, 9)) < 1e-12
+                   if p["model"] == meta.model and abs(p["sigma_val"] - sigma_key(s)) < 1e-12
                    and p["seed"] == seed)
         rows.append({k_: row[k_] for k_ in ("kind", "model", "sigma_train", "sigma_val", "n_runs", "accuracy",
                                              "stderr", "seconds")} | {"samples": len(ds)})
 
-    with ResultStore(out / STORE) as store:
+    with ResultStore(run_dir.store) as store:
         # 1. transfer examples, made once on the clean source
-        tag = _digest(smeta["sha256"], settings, len(test), seed)
+        tag = _digest(smeta.sha256, settings, len(test), seed)
         t0 = time.perf_counter()
-        log(f"PGD on {smeta['model']} ({settings}) for {len(test)} samples ...")
+        log(f"PGD on {smeta.model} ({settings}) for {len(test)} samples ...")
         with clean():
-            x_adv = _cached(out / "adversarial" / f"transfer-{tag}.safetensors",
+            x_adv = _cached(run_dir.adversarial_examples(tag),
                             lambda: make_adversarial(src, test, settings,
-                                                     generator_=generator(seed, smeta["sha256"], "transfer", device=dev)),
-                            {"source": smeta["sha256"], "settings": settings, "samples": len(test)}).to(dev)
+                                                     generator_=generator(seed, smeta.sha256, "transfer", device=dev)),
+                            {"source": smeta.sha256, "settings": settings, "samples": len(test)}).to(dev)
         log(f"  adversarial examples ready ({time.perf_counter() - t0:.0f} s)")
         adv = dataclasses.replace(test, x=x_adv)
         measure(store, "adversarial-source", 0.0, src, adv, smeta, 1, ("source",))
@@ -192,15 +194,15 @@ def run_transfer(
         if eot:
             sub = test if eot_limit is None or eot_limit >= len(test) else dataclasses.replace(
                 test, x=test.x[:eot_limit], y=test.y[:eot_limit])
-            tag_eot = _digest(tmeta["sha256"], eot_settings, eot, len(sub), seed)
+            tag_eot = _digest(tmeta.sha256, eot_settings, eot, len(sub), seed)
             for s in sigmas:
                 k = key("adversarial-eot", s, tmeta)
                 how = measurement(None, runs=runs, stream=["eot", tag_eot], noise=noise_kind, samples=len(sub))
-                if store.has_point(k, tmeta["sha256"], how, on_stale=log):
+                if store.has_point(k, tmeta.sha256, how, on_stale=log):
                     measure(store, "adversarial-eot", s, tgt, sub, tmeta, runs, ("eot", tag_eot))
                     continue
                 t0 = time.perf_counter()
-                gen = generator(seed, tmeta["sha256"], "eot", float(s), device=dev)
+                gen = generator(seed, tmeta.sha256, "eot", float(s), device=dev)
                 with noise(noise_kind, s, generator=gen):
                     x_eot = make_adversarial(tgt, sub, eot_settings, generator_=gen, eot=eot if s > 0 else 1)
                 log(f"  EOT-PGD (K={eot}) on the target at sigma_val {s:g}: {time.perf_counter() - t0:.0f} s")

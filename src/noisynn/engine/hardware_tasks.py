@@ -53,7 +53,7 @@ import dataclasses
 import functools
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,9 @@ from typing import Any
 from noisynn.engine import plugins, validation
 from noisynn.engine.chips import TIMES, _std, evaluate_chips, vote_chips
 from noisynn.engine.evaluation import mean_stderr, parse_sigmas
-from noisynn.engine.store import ChipRow, Point, PointKey, ResultStore, measurement
-from noisynn.engine.sweep import STORE, Workspace
+from noisynn.engine.rundir import RunDir
+from noisynn.engine.store import ChipRow, Point, PointKey, ResultStore, measurement, sigma_key
+from noisynn.engine.sweep import Workspace
 from noisynn.engine.training import TrainSpec, load_data, load_for_evaluation
 from noisynn.errors import NoisynnError
 from noisynn.noise import NoiseModel, from_config
@@ -338,7 +339,7 @@ def _load(path: Path, task: ChipsTask) -> tuple:
                            task.hardware.eval_limit)
 
 
-def _data_key(meta: dict, limit: int | None) -> tuple:
+def _data_key(meta: Mapping[str, Any], limit: int | None) -> tuple:
     import json
 
     spec = meta.get("spec") or {}
@@ -375,13 +376,13 @@ class ChipsTask:
     def kind(self) -> str:
         return chips_kind(self.compensation, bool(self.votes))
 
-    def keys(self, meta: dict) -> list[PointKey]:
+    def keys(self, meta: Mapping[str, Any]) -> list[PointKey]:
         family = plugins.noise_of(meta)
         ks = range(1, self.votes + 1) if self.votes else (1,)
         return [PointKey(self.experiment, meta["model"], meta["dataset"], family.label, meta["sigma_train"],
                          self.t or 0.0, votes=k, kind=self.kind, seed=self.seed) for k in ks]
 
-    def measurement(self, test, meta: dict) -> str:
+    def measurement(self, test, meta: Mapping[str, Any]) -> str:
         return chips_measurement(_digest(_data_key(meta, self.eval_limit), test), self.hardware, self.t,
                                  self.compensation, self.votes, self.seed)
 
@@ -453,7 +454,7 @@ class ChipsTask:
 _TESTS: dict[tuple, object] = {}
 
 
-def _driver_test(task: ChipsTask, meta: dict):
+def _driver_test(task: ChipsTask, meta: Mapping[str, Any]):
     """The evaluation split as the driver loads it (to know the measurement before submitting)."""
     key = _data_key(meta, task.eval_limit)
     if key not in _TESTS:
@@ -470,7 +471,7 @@ def measured_without_checkpoint(plan, train, tasks: list[ChipsTask], seed: int) 
     weights of the finished model (its stopping row, else its last planned epoch): its chain needs nothing."""
     if not tasks:
         return True
-    path = Path(train.run_dir) / STORE
+    path = RunDir(Path(train.run_dir)).store
     if not path.exists():
         return False
     spec = train.spec
@@ -485,7 +486,7 @@ def measured_without_checkpoint(plan, train, tasks: list[ChipsTask], seed: int) 
         if len(hashes) != 1:
             return False
         sha = hashes.pop()
-        sigma, label = round(spec.sigma_train, 9), spec.family.label
+        sigma, label = sigma_key(spec.sigma_train), spec.family.label
 
         def mine(r: dict) -> bool:
             return r["sigma_train"] == sigma and r["model"] == spec.model and r["noise"] == label and r["seed"] == seed

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from noisynn.engine.atomic import HOST, pid_alive
+from noisynn.engine.rundir import LOCK_NAME  # the file name belongs to the run directory
 from noisynn.errors import NoisynnError
 
 try:
@@ -38,7 +39,6 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["LOCK_NAME", "RunDirLock", "RunDirLocked", "run_dir_lock", "holder"]
 
-LOCK_NAME = ".noisynn.lock"
 
 _HELD: dict[str, tuple[int, int]] = {}  # resolved lock path -> (fd or -1, depth), this process
 _GUARD = threading.Lock()

@@ -69,7 +69,7 @@ from pathlib import Path
 from noisynn.errors import NoisynnError
 
 __all__ = ["ResultStore", "PointKey", "Point", "measurement", "EpochRow", "CurveRow", "StoppingRow", "ChipRow",
-           "StoreError"]
+           "StoreError", "sigma_key"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -160,9 +160,12 @@ def _sql_error(path: Path, exc: sqlite3.Error, timeout: float, writing: bool) ->
     return StoreError(f"{path}: {text}; {kept}")
 
 
-def _sigma(value: float) -> float:
-    """Canonical form of a sigma as a key: 0.30000000000000004 and 0.3 are one point."""
-    return round(float(value), 9)
+def sigma_key(sigma: float) -> float:
+    """A sigma as a key of the store: rounded to 9 decimals, so 0.30000000000000004 and 0.3 are one point.
+
+    Every comparison of a sigma with the store's ``sigma_train`` / ``sigma_val`` columns goes through it.
+    """
+    return round(float(sigma), 9)
 
 
 def measurement(test=None, **settings) -> str:
@@ -210,8 +213,8 @@ class PointKey:
     seed: int = 0
 
     def normalised(self) -> PointKey:
-        return PointKey(self.experiment, self.model, self.dataset, self.noise, _sigma(self.sigma_train),
-                        _sigma(self.sigma_val), int(self.votes), self.kind, int(self.seed))
+        return PointKey(self.experiment, self.model, self.dataset, self.noise, sigma_key(self.sigma_train),
+                        sigma_key(self.sigma_val), int(self.votes), self.kind, int(self.seed))
 
 
 @dataclass(frozen=True)
@@ -342,6 +345,13 @@ class ResultStore:
             self._close_quietly()
             raise
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The open connection (set by ``__init__``, which raises if it cannot open one)."""
+        if self._conn is None:
+            raise StoreError(f"{self.path} is not open")
+        return self._conn
+
     def _open(self) -> sqlite3.Connection:
         if not self.readonly:
             try:
@@ -371,11 +381,11 @@ class ResultStore:
     def _migrate(self) -> None:
         """Add the columns newer than a store written by an older version (NULL in its old rows)."""
         for table, columns in MIGRATABLE.items():
-            have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             for column in columns:
                 if column not in have:
                     kind = "TEXT" if column == "measurement" else "REAL"
-                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _check_schema(self) -> None:
         """Refuse a store whose tables lack columns this version reads and writes (one line, nothing changed).
@@ -383,13 +393,13 @@ class ResultStore:
         Tables and :data:`MIGRATABLE` columns that are missing are created afterwards when
         writing; read-only, a missing table reads as empty (a TEMP table, in memory).
         """
-        self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads page 1: "not a database"?
+        self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads page 1: "not a database"?
         for table, expected in _expected_columns().items():
-            have = [row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")]
+            have = [row[1] for row in self._db.execute(f"PRAGMA table_info({table})")]
             if not have:
                 if self.readonly:
                     columns = SCHEMA.split(f"CREATE TABLE IF NOT EXISTS {table} ")[1].split(";")[0]
-                    self._conn.execute(f"CREATE TEMP TABLE {table} {columns}")  # in memory, not in the file
+                    self._db.execute(f"CREATE TEMP TABLE {table} {columns}")  # in memory, not in the file
                 continue
             missing = [c for c in expected if c not in have and c not in MIGRATABLE.get(table, ())]
             if missing:
@@ -404,14 +414,14 @@ class ResultStore:
         if self.readonly:
             raise StoreError(f"{self.path} is open read-only: nothing can be written to it")
         try:
-            if not self._conn.in_transaction:
-                self._conn.execute("BEGIN IMMEDIATE")
-            yield self._conn
-            self._conn.commit()
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            yield self._db
+            self._db.commit()
         except BaseException:
-            if self._conn.in_transaction:
+            if self._db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
-                    self._conn.rollback()
+                    self._db.rollback()
             raise
 
     @contextlib.contextmanager
@@ -429,7 +439,7 @@ class ResultStore:
                 self._conn.close()
 
     def close(self) -> None:
-        self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> ResultStore:
         return self
@@ -446,9 +456,9 @@ class ResultStore:
         """
         with self._errors(True), self._transaction():
             for key, value in meta.items():
-                row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+                row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
                 if row is None:
-                    self._conn.execute("INSERT INTO meta VALUES (?, ?)", (key, str(value)))
+                    self._db.execute("INSERT INTO meta VALUES (?, ?)", (key, str(value)))
                 elif row[0] != str(value):
                     raise StoreError(
                         f"{self.path.parent} holds {key} {row[0]!r}, not {value!r}: use another --out directory"
@@ -456,7 +466,7 @@ class ResultStore:
 
     def meta(self) -> dict[str, str]:
         with self._errors(False):
-            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     # -- points --------------------------------------------------------------------
     _WHERE = ("experiment=? AND model=? AND dataset=? AND noise=? AND sigma_train=? AND sigma_val=? "
@@ -476,8 +486,8 @@ class ResultStore:
         is stale: it is deleted so that it is measured again, and ``on_stale`` is told why.
         """
         with self._errors(False):
-            row = self._conn.execute(f"SELECT id, checkpoint, measurement FROM points WHERE {self._WHERE}",
-                                     self._key_args(key)).fetchone()
+            row = self._db.execute(f"SELECT id, checkpoint, measurement FROM points WHERE {self._WHERE}",
+                                   self._key_args(key)).fetchone()
         if row is None:
             return False
         reason = None
@@ -488,7 +498,7 @@ class ResultStore:
         if reason is None:
             return True
         with self._errors(True), self._transaction():
-            self._conn.execute("DELETE FROM points WHERE id = ?", (row[0],))
+            self._db.execute("DELETE FROM points WHERE id = ?", (row[0],))
         if on_stale is not None:
             k = key.normalised()
             on_stale(f"{k.experiment} {k.kind} point sigma_train {k.sigma_train:g}, sigma_val {k.sigma_val:g}"
@@ -498,15 +508,15 @@ class ResultStore:
     def point_record(self, key: PointKey) -> tuple[str, str | None] | None:
         """``(checkpoint, measurement)`` of the point ``key``, or None if it is not in the store."""
         with self._errors(False):
-            row = self._conn.execute(f"SELECT checkpoint, measurement FROM points WHERE {self._WHERE}",
-                                     self._key_args(key)).fetchone()
+            row = self._db.execute(f"SELECT checkpoint, measurement FROM points WHERE {self._WHERE}",
+                                   self._key_args(key)).fetchone()
         return None if row is None else (row[0], row[1])
 
     def replace_points(self, points: Iterable[Point]) -> None:
         """Write several points in one transaction, replacing any with the same keys."""
         with self._errors(True), self._transaction():
             for point in points:
-                self._conn.execute(f"DELETE FROM points WHERE {self._WHERE}", self._key_args(point.key))
+                self._db.execute(f"DELETE FROM points WHERE {self._WHERE}", self._key_args(point.key))
                 self._insert(point)
 
     def add_point(self, point: Point) -> bool:
@@ -518,25 +528,26 @@ class ResultStore:
         (stale) is replaced.
         """
         with self._errors(True), self._transaction():
-            row = self._conn.execute(f"SELECT id, checkpoint, measurement FROM points WHERE {self._WHERE}",
-                                     self._key_args(point.key)).fetchone()
+            row = self._db.execute(f"SELECT id, checkpoint, measurement FROM points WHERE {self._WHERE}",
+                                   self._key_args(point.key)).fetchone()
             if row is not None and row[1] == point.checkpoint and (row[2] or "") == point.measurement:
                 return False
             if row is not None:
-                self._conn.execute("DELETE FROM points WHERE id = ?", (row[0],))
+                self._db.execute("DELETE FROM points WHERE id = ?", (row[0],))
             self._insert(point)
         return True
 
     def _insert(self, point: Point) -> None:
         k = point.key.normalised()
-        cur = self._conn.execute(
+        cur = self._db.execute(
             "INSERT INTO points (experiment, model, dataset, noise, sigma_train, sigma_val, votes, kind, seed, "
-            "n_runs, accuracy, stderr, seconds, checkpoint, created, measurement) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "n_runs, accuracy, stderr, seconds, checkpoint, created, measurement) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (k.experiment, k.model, k.dataset, k.noise, k.sigma_train, k.sigma_val, k.votes, k.kind, k.seed,
              point.n_runs, point.accuracy, point.stderr, point.seconds, point.checkpoint, time.time(),
              point.measurement or None),
         )
-        self._conn.executemany(
+        self._db.executemany(
             "INSERT INTO runs VALUES (?, ?, ?)",
             [(cur.lastrowid, i, acc) for i, acc in enumerate(point.run_accuracies)],
         )
@@ -558,7 +569,7 @@ class ResultStore:
 
     def run_accuracies(self, point_id: int) -> list[float]:
         with self._errors(False):
-            rows = self._conn.execute("SELECT accuracy FROM runs WHERE point_id = ? ORDER BY run", (point_id,))
+            rows = self._db.execute("SELECT accuracy FROM runs WHERE point_id = ? ORDER BY run", (point_id,))
             return [r[0] for r in rows]
 
     # -- chips (hardware points) ---------------------------------------------------
@@ -566,14 +577,15 @@ class ResultStore:
         """Write hardware points and their ``chips`` rows in one transaction, replacing any with the same keys."""
         with self._errors(True), self._transaction():
             for point, chip in pairs:
-                self._conn.execute(f"DELETE FROM points WHERE {self._WHERE}", self._key_args(point.key))
+                self._db.execute(f"DELETE FROM points WHERE {self._WHERE}", self._key_args(point.key))
                 self._insert(point)
-                point_id = self._conn.execute(f"SELECT id FROM points WHERE {self._WHERE}",
-                                              self._key_args(point.key)).fetchone()[0]
-                self._conn.execute(
+                point_id = self._db.execute(f"SELECT id FROM points WHERE {self._WHERE}",
+                                            self._key_args(point.key)).fetchone()[0]
+                self._db.execute(
                     "INSERT INTO chips VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (point_id, chip.hardware, float(chip.t), None if chip.compensation is None else int(chip.compensation),
-                     chip.n_chips, chip.n_reads, chip.chip_spread, chip.read_spread, json.dumps(list(chip.per_chip))))
+                    (point_id, chip.hardware, float(chip.t),
+                     None if chip.compensation is None else int(chip.compensation), chip.n_chips, chip.n_reads,
+                     chip.chip_spread, chip.read_spread, json.dumps(list(chip.per_chip))))
 
     def chip_points(self, experiment: str | None = None) -> list[dict]:
         """The hardware points with their ``chips`` row (``compensation`` as True/False/None, ``per_chip`` a list)."""
@@ -606,9 +618,9 @@ class ResultStore:
 
     def _upsert(self, table: str, row: EpochRow | CurveRow | StoppingRow) -> None:
         values = asdict(row)
-        values["sigma_train"] = _sigma(values["sigma_train"])
+        values["sigma_train"] = sigma_key(values["sigma_train"])
         with self._errors(True), self._transaction():
-            self._conn.execute(
+            self._db.execute(
                 f"INSERT OR REPLACE INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                 tuple(values.values()),
             )
@@ -627,9 +639,9 @@ class ResultStore:
 
     def _dicts(self, sql: str, args: Sequence) -> list[dict]:
         with self._errors(False):
-            cur = self._conn.execute(sql, args)
+            cur = self._db.execute(sql, args)
             names = [c[0] for c in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def to_json(rows: Iterable[dict]) -> str:

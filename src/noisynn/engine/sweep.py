@@ -69,16 +69,16 @@ import torch
 
 from noisynn.engine import plugins
 from noisynn.engine.atomic import HOST, pid_alive, remove_orphans, unique_tmp
+from noisynn.engine.checkpoint_meta import CheckpointMeta, read_checkpoint_meta
 from noisynn.engine.evaluation import evaluate_point, mean_stderr, vote_curve
 from noisynn.engine.presets import Plan
-from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore, StoppingRow, measurement
+from noisynn.engine.rundir import RunDir, checkpoint_in, is_last_copy, scratch_folder, scratch_folders
+from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore, StoppingRow, measurement, sigma_key
 from noisynn.engine.training import TrainSpec, best_path, last_path, load_data, load_for_evaluation, train
 from noisynn.errors import CheckpointError, NoisynnError
 
 __all__ = ["TrainTask", "TrainOutcome", "EvalTask", "VoteTask", "AttackTask", "Workspace", "execute", "LocalExecutor",
            "ProcessExecutor", "make_executor", "schedule", "run_sweep", "SweepSummary"]
-
-STORE = "results.sqlite"
 
 
 # -- where a task runs away from the driver ----------------------------------------------
@@ -123,7 +123,7 @@ class Workspace:
         if self.ship:
             _clean_dead_scratch()
             return Path(tempfile.mkdtemp(prefix=f"noisynn-task-{os.getpid()}-{_HOST_TAG}-"))
-        folder = unique_tmp(beside).with_suffix(".work")
+        folder = scratch_folder(beside)
         folder.mkdir(parents=True)
         return folder
 
@@ -260,8 +260,9 @@ class TrainTask:
 
     @property
     def checkpoint(self) -> Path:
-        folder = Path(self.models) if self.models else Path(self.run_dir) / "models"
-        return folder / f"{self.spec.key}.safetensors"
+        if self.models:
+            return checkpoint_in(self.models, self.spec.key)
+        return RunDir(Path(self.run_dir)).model_checkpoint(self.spec.key)
 
     def files(self) -> list[Path]:
         """The model's files: its checkpoint and early stopping's best and last states."""
@@ -276,7 +277,7 @@ class TrainTask:
 
     def run(self) -> TrainOutcome:
         """Train to the end in place, writing each epoch's rows once its checkpoint is on disk (the driver)."""
-        with ResultStore(Path(self.run_dir) / STORE) as store:
+        with ResultStore(RunDir(Path(self.run_dir)).store) as store:
             self.recover(store)
             result = train(self.spec, self.checkpoint, data_dir=self.data_dir, device=self.device,
                            on_epoch=lambda m: store.add_epoch(_epoch_row(self, m)), progress=self.progress,
@@ -296,21 +297,19 @@ class TrainTask:
         then written before the checkpoint that commits them, and a driver killed in between
         trains those epochs again from the older checkpoint, to the same rows.
         """
-        from noisynn.engine.checkpoint import read_metadata
-
         work = ws.scratch(self.checkpoint)
         try:
             for name in ws.inputs:  # the files the driver has (not what this machine's disk holds)
                 ws.copy_into(name, work / name)
             ckpt = work / self.checkpoint.name
-            was_stopped = ckpt.is_file() and bool((read_metadata(ckpt).get("early_stopping") or {}).get("stopped"))
+            was_stopped = ckpt.is_file() and bool((read_checkpoint_meta(ckpt).early_stopping or {}).get("stopped"))
             events: list = []
 
             def on_epoch(m: dict) -> None:
-                files = {}
+                files: dict[str, bytes | str] = {}
                 best = best_path(ckpt)
-                earlier = next((e[1] for e in reversed(events) if e[0] == "epoch"), {})
-                if self.spec.early_stopping and best.is_file() and read_metadata(best).get("epoch") == m["epoch"]:
+                earlier: dict[str, bytes | str] = next((e[1] for e in reversed(events) if e[0] == "epoch"), {})
+                if self.spec.early_stopping and best.is_file() and read_checkpoint_meta(best).epoch == m["epoch"]:
                     files[best.name] = ws.keep(best)  # written before the checkpoint that names it the best
                     _discard(earlier.pop(best.name, None))
                 elif best.name in earlier:
@@ -348,19 +347,18 @@ class TrainTask:
         """
         if not self.checkpoint.exists():
             return
-        from noisynn.engine.checkpoint import read_metadata
-
-        meta = read_metadata(self.checkpoint)
-        metrics, epoch = meta.get("metrics") or {}, meta.get("epoch")
-        if not metrics or not isinstance(epoch, int) or epoch < 1 or not meta.get("weights_sha256"):
+        meta = read_checkpoint_meta(self.checkpoint)
+        metrics, epoch = meta.metrics or {}, meta.epoch
+        if not metrics or epoch < 1 or not meta.weights_sha256:
             return
-        if (meta.get("early_stopping") or {}).get("stopped"):
+        if (meta.early_stopping or {}).get("stopped"):
             return  # a finished early-stopped model: its checkpoint holds the best epoch's metrics, its rows are in
-        sigma = round(self.spec.sigma_train, 9)
+        sigma = sigma_key(self.spec.sigma_train)
         have = {e["epoch"] for e in store.epochs(self.experiment) if e["sigma_train"] == sigma
-                and e["model"] == self.spec.model and e["noise"] == self.spec.family.label and e["seed"] == self.spec.seed}
+                and e["model"] == self.spec.model and e["noise"] == self.spec.family.label
+                and e["seed"] == self.spec.seed}
         if epoch not in have:
-            store.add_epoch(_epoch_row(self, {**metrics, "epoch": epoch, "checkpoint": meta["weights_sha256"]}))
+            store.add_epoch(_epoch_row(self, {**metrics, "epoch": epoch, "checkpoint": meta.weights_sha256}))
 
     _recover_epoch_row = recover  # the name of older versions
 
@@ -398,7 +396,7 @@ def _verified(path: Path, target: Path) -> None:
 
 
 def _place(target: Path, blob: bytes | str) -> None:
-    """Write a checkpoint file handed back by a worker at ``target``: verified, then renamed into place, then its sidecar."""
+    """Write a checkpoint file handed back by a worker at ``target``: verified, renamed into place, then its sidecar."""
     from noisynn.engine.checkpoint import sync_sidecar
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -418,7 +416,7 @@ def _place(target: Path, blob: bytes | str) -> None:
     else:
         _verified(Path(blob), target)
         os.replace(blob, target)
-    if not target.name.endswith(".last.safetensors"):  # as save_checkpoint: a sidecar; the .last copy has none
+    if not is_last_copy(target):  # as save_checkpoint: a sidecar; the .last copy has none
         sync_sidecar(target)
 
 
@@ -428,7 +426,7 @@ def commit_training(task: TrainTask, outcome: TrainOutcome) -> None:
         if outcome.committed or not outcome.events:
             return
         folder = task.checkpoint.parent
-        with ResultStore(Path(task.run_dir) / STORE) as store:
+        with ResultStore(RunDir(Path(task.run_dir)).store) as store:
             for kind, files, row in outcome.events:
                 for name, blob in files.items():
                     _place(folder / name, blob)
@@ -450,7 +448,7 @@ def _model_and_test(checkpoint: str, file_stamp: str, device: str, data_dir: str
 
 
 def _load(path: Path, task) -> tuple:
-    """The model at ``path`` and the task's test set; the file's stat is in the cache key, so a retrained model is reloaded."""
+    """The model at ``path`` and the task's test set (the file's stat is in the cache key: retrained, it reloads)."""
     stat = os.stat(path)
     return _model_and_test(str(path), f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}", task.device, task.data_dir,
                            task.eval_limit)
@@ -496,11 +494,11 @@ class EvalTask:
     eval_limit: int | None = None
     expect: str | None = None
 
-    def key(self, meta: dict) -> PointKey:
-        return PointKey(self.experiment, meta["model"], meta["dataset"], plugins.noise_of(meta).label,
-                        meta["sigma_train"], self.sigma_val, votes=1, kind="noisy", seed=self.seed)
+    def key(self, meta: CheckpointMeta) -> PointKey:
+        return PointKey(self.experiment, meta.model, meta.dataset, plugins.noise_of(meta).label,
+                        meta.sigma_train, self.sigma_val, votes=1, kind="noisy", seed=self.seed)
 
-    def measurement(self, test, meta: dict) -> str:
+    def measurement(self, test, meta: CheckpointMeta) -> str:
         return noisy_measurement(test, self.runs, self.target, self.eval_limit, plugins.noise_of(meta).config())
 
     def inputs(self) -> dict[str, Path]:
@@ -519,8 +517,8 @@ class EvalTask:
         how = self.measurement(test, meta)
         _check_expected(self, how)
         result = evaluate_point(model, test, plugins.noise_of(meta), self.sigma_val, runs=self.runs, seed=self.seed,
-                                stream=(meta["sha256"],), target=self.target)
-        return Point(key, result.n_runs, result.accuracy, result.stderr, result.seconds, meta["sha256"],
+                                stream=(meta.sha256,), target=self.target)
+        return Point(key, result.n_runs, result.accuracy, result.stderr, result.seconds, meta.sha256,
                      result.accuracies, how)
 
 
@@ -540,12 +538,12 @@ class VoteTask:
     eval_limit: int | None = None
     expect: str | None = None
 
-    def keys(self, meta: dict) -> list[PointKey]:
+    def keys(self, meta: CheckpointMeta) -> list[PointKey]:
         family = plugins.noise_of(meta)
-        return [PointKey(self.experiment, meta["model"], meta["dataset"], family.label, meta["sigma_train"],
+        return [PointKey(self.experiment, meta.model, meta.dataset, family.label, meta.sigma_train,
                          self.sigma_val, votes=k, kind="vote", seed=self.seed) for k in range(1, self.votes + 1)]
 
-    def measurement(self, test, meta: dict) -> str:
+    def measurement(self, test, meta: CheckpointMeta) -> str:
         return vote_measurement(test, self.votes, self.trials, self.eval_limit, plugins.noise_of(meta).config())
 
     def inputs(self) -> dict[str, Path]:
@@ -563,12 +561,12 @@ class VoteTask:
         how = self.measurement(test, meta)
         _check_expected(self, how)
         acc, seconds = vote_curve(model, test, family, self.sigma_val, self.votes, trials=self.trials,
-                                  seed=self.seed, stream=(meta["sha256"],))
+                                  seed=self.seed, stream=(meta.sha256,))
         points = []
         for k, key in enumerate(self.keys(meta)):
             runs = tuple(acc[:, k].tolist())
             mean, se = mean_stderr(runs)
-            points.append(Point(key, len(runs), mean, se, seconds / self.votes, meta["sha256"], runs, how))
+            points.append(Point(key, len(runs), mean, se, seconds / self.votes, meta.sha256, runs, how))
         return points
 
 
@@ -622,7 +620,7 @@ def _attack_tasks(plan: Plan, trains: list[TrainTask], run_dir: Path, seed: int,
     src_spec = dataclasses.replace(plan.train_spec(0.0, seed), model=plan.extra["source_model"])
     model = trains[0] if trains else TrainTask(src_spec, str(run_dir), plan.name)
     source = dataclasses.replace(model, spec=src_spec, curve_every=0)
-    if plan.runs == "auto":
+    if not isinstance(plan.runs, int):
         raise ValueError("an attack preset needs an integer runs")
     tasks = [AttackTask(str(source.checkpoint), str(t.checkpoint), str(run_dir), plan.name, plan.sigma_val, plan.runs,
                         plan.extra["attack"], plan.noise, seed, data_dir, device) for t in trains]
@@ -761,7 +759,7 @@ def schedule(executor, chains: Sequence[Sequence], *, desc: str = "", progress: 
 
     from tqdm.auto import tqdm
 
-    order = {}
+    order: dict[tuple[int, int], int] = {}
     for ci, chain in enumerate(chains):
         for ti, _ in enumerate(chain):
             order[(ci, ti)] = len(order)
@@ -867,12 +865,12 @@ class _Driver:
         self._hows: dict[tuple, str] = {}
 
     def store(self) -> ResultStore:
-        return ResultStore(self.run_dir / STORE)
+        return ResultStore(RunDir(self.run_dir).store)
 
-    def _measurement(self, task, meta: dict) -> str:
+    def _measurement(self, task, meta: CheckpointMeta) -> str:
         """How ``task`` will measure (the test data by content): computed here, once per model and kind."""
-        spec = meta.get("spec") or {}
-        data = (meta["model"], meta["dataset"], task.eval_limit, bool(spec.get("allow_partial", False)),
+        spec = meta.spec
+        data = (meta.model, meta.dataset, task.eval_limit, bool(spec.get("allow_partial", False)),
                 json.dumps(spec.get("data_options") or {}, sort_keys=True))
         settings = (type(task).__name__, json.dumps(plugins.noise_of(meta).config(), sort_keys=True, default=str),
                     str(getattr(task, "runs", None)), getattr(task, "target", None), getattr(task, "votes", None),
@@ -881,7 +879,7 @@ class _Driver:
             if data not in self._tests:
                 if len(self._tests) > 2:
                     self._tests.clear()
-                self._tests[data] = load_data(meta["model"], meta["dataset"], "test", data_dir=self.data_dir,
+                self._tests[data] = load_data(meta.model, meta.dataset, "test", data_dir=self.data_dir,
                                               limit=task.eval_limit, allow_partial=data[3],
                                               data_options=spec.get("data_options") or {})
             self._hows[(data, settings)] = task.measurement(self._tests[data], meta)
@@ -897,10 +895,10 @@ class _Driver:
             return task.prepare_in_driver(self.store, self.log)
         if not isinstance(task, (EvalTask, VoteTask)):
             return task
-        from noisynn.engine.checkpoint import read_metadata
-
-        meta = read_metadata(task.checkpoint)
-        sha = meta["weights_sha256"]
+        meta = read_checkpoint_meta(task.checkpoint)
+        sha = meta.weights_sha256
+        if sha is None:
+            raise CheckpointError(f"{task.checkpoint} records no weights hash (an old noisynn wrote it): retrain it")
         how = self._measurement(task, meta)
         with self.store() as store:
             if isinstance(task, EvalTask):
@@ -908,7 +906,8 @@ class _Driver:
                     return None
             else:
                 notes: list[str] = []
-                if all([store.has_point(k, sha, how, on_stale=notes.append) for k in task.keys(meta)]):
+                found = [store.has_point(k, sha, how, on_stale=notes.append) for k in task.keys(meta)]  # each checked
+                if all(found):
                     return None
                 for note in notes[:1]:
                     self.log(note)
@@ -945,7 +944,7 @@ class _Driver:
         return None
 
     def trained(self, task: TrainTask) -> None:
-        plan, sigma = self.plan, round(task.spec.sigma_train, 9)
+        plan, sigma = self.plan, sigma_key(task.spec.sigma_train)
         with self.store() as store:
             last = [e for e in store.epochs(plan.name) if e["sigma_train"] == sigma and e["model"] == task.spec.model]
             stop = [r for r in store.stopping(plan.name) if r["sigma_train"] == sigma and r["model"] == task.spec.model]
@@ -961,32 +960,10 @@ class _Driver:
                      f"{100 * e['val_accuracy']:.2f}%")
 
 
-def _models_folder(run_dir: Path, storage: str | None) -> Path:
-    """Where the checkpoints go: ``RUN_DIR/models``, or ``STORAGE/models`` linked from ``RUN_DIR/models``."""
-    local = run_dir / "models"
-    if not storage:
-        return local
-    shared = Path(storage).resolve() / "models"
-    if shared == local.resolve():
-        return local
-    try:
-        shared.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NoisynnError(f"--storage {storage}: cannot create {shared} ({exc.strerror or exc})") from None
-    if local.is_symlink() and local.resolve() == shared:
-        return shared
-    if local.exists() or local.is_symlink():
-        raise NoisynnError(f"{local} already holds this run's checkpoints: move them to {shared} and delete it, or "
-                           "run without --storage")
-    local.symlink_to(shared, target_is_directory=True)  # results and report find the models where they always do
-    return shared
-
-
 def _clean_scratch(folder: Path) -> None:
     """Remove scratch folders of training tasks that died (their driver held the lock: no task of theirs is running)."""
-    with contextlib.suppress(OSError):
-        for work in folder.glob(".*.work"):
-            shutil.rmtree(work, ignore_errors=True)
+    for work in scratch_folders(folder):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _run_sweep(
@@ -1021,12 +998,12 @@ def _run_sweep(
 def _sweep_with(executor, plan: Plan, run_dir: Path, seed: int, data_dir, device: str, progress: bool,
                 log: Callable[[str], None]) -> SweepSummary:
     family = plan.train_spec(plan.sigma_train[0], seed).family
-    with ResultStore(run_dir / STORE) as store:
+    with ResultStore(RunDir(run_dir).store) as store:
         store.claim(experiment=plan.name, profile=plan.profile, seed=str(seed), model=plan.model,
                     dataset=plan.dataset, noise=plan.noise)
         if not family.builtin:  # the noise column holds a label; its whole configuration is here
             store.claim(noise_config=json.dumps(family.config(), sort_keys=True))
-    models = _models_folder(run_dir, getattr(executor, "storage", None))
+    models = RunDir(run_dir).models_for(getattr(executor, "storage", None))
     _clean_scratch(models)
     log(f"{plan.name} ({plan.profile}): {len(plan.sigma_train)} models x {len(plan.sigma_val)} sigma_val, "
         f"{plan.runs} runs/point{f', voting up to K={plan.votes}' if plan.votes else ''} -> {run_dir}")
@@ -1035,7 +1012,7 @@ def _sweep_with(executor, plan: Plan, run_dir: Path, seed: int, data_dir, device
     in_place = getattr(executor, "in_place", False)
     chunk = None if in_place else getattr(executor, "epochs_per_task", 1)
     trains = [TrainTask(plan.train_spec(s, seed), str(run_dir), plan.name, data_dir, device, progress and in_place,
-                        plan.curve_every, chunk, None if models == run_dir / "models" else str(models))
+                        plan.curve_every, chunk, None if models == RunDir(run_dir).models else str(models))
               for s in plan.sigma_train]
     summary.checkpoints = {t.spec.sigma_train: str(t.checkpoint) for t in trains}
 
@@ -1092,7 +1069,7 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
     the test data's content).
     """
     spec = task.spec
-    path = Path(task.run_dir) / STORE
+    path = RunDir(Path(task.run_dir)).store
     if not path.exists():
         return False
     label = spec.family.label
@@ -1110,16 +1087,17 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
         voted = vote_measurement(vtest, plan.votes, plan.vote_trials, limit, spec.family.config())
         for v in plan.vote_sigma_val:
             for k in range(1, plan.votes + 1):
-                wanted[PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, k, "vote", seed)] = voted
+                key = PointKey(plan.name, spec.model, plan.dataset, label, spec.sigma_train, v, k, "vote", seed)
+                wanted[key] = voted
     with ResultStore(path) as store:
-        records = {key: store.point_record(key) for key in wanted}
-        if any(r is None or r[1] != wanted[key] for key, r in records.items()):
+        records = {key: r for key in wanted if (r := store.point_record(key)) is not None}
+        if len(records) < len(wanted) or any(r[1] != wanted[key] for key, r in records.items()):
             return False
         hashes = {r[0] for r in records.values()}
         if len(hashes) != 1:
             return False
         sha = hashes.pop()
-        sigma = round(spec.sigma_train, 9)
+        sigma = sigma_key(spec.sigma_train)
         stops = [r for r in store.stopping(plan.name) if r["sigma_train"] == sigma and r["model"] == spec.model
                  and r["noise"] == label and r["seed"] == seed]
         if stops:

@@ -6,9 +6,10 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,8 @@ from torch import nn
 from noisynn import data as datasets
 from noisynn.engine import plugins
 from noisynn.engine.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from noisynn.engine.checkpoint_meta import CheckpointMeta
+from noisynn.engine.rundir import best_path, last_path  # early stopping's copies: named by the run directory
 from noisynn.engine.seeding import generator
 from noisynn.errors import CheckpointError, NoisynnError
 from noisynn.layers import set_noise
@@ -24,7 +27,7 @@ from noisynn.models import MODELS
 from noisynn.noise import check_sigma
 
 __all__ = ["TrainSpec", "TrainResult", "train", "load_data", "build_for_data", "load_trained", "load_for_evaluation",
-           "resolve_device", "split_holdout", "best_path", "last_path", "check_finite"]
+           "resolve_device", "split_holdout", "best_path", "last_path", "check_finite", "CheckpointMeta"]
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -124,7 +127,7 @@ class TrainSpec:
     @property
     def family(self) -> plugins.NoiseFamily:
         """The training noise, to be taken at ``sigma_train``."""
-        return plugins.NoiseFamily(self.noise, self.noise_params, self.sweep_param)
+        return plugins.NoiseFamily(self.noise, self.noise_params, self.sweep_param or "sigma")  # set by __post_init__
 
     @property
     def key(self) -> str:
@@ -161,7 +164,8 @@ def _check_early_stopping(es: dict) -> None:
     holdout = es["holdout"]
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or holdout <= 0 or (
             isinstance(holdout, float) and holdout >= 1):
-        raise NoisynnError(f"early_stopping holdout must be a sample count >= 1 or a fraction in (0, 1), got {holdout!r}")
+        raise NoisynnError("early_stopping holdout must be a sample count >= 1 or a fraction in (0, 1), "
+                           f"got {holdout!r}")
     if isinstance(es["patience"], bool) or not isinstance(es["patience"], int) or es["patience"] < 1:
         raise NoisynnError(f"early_stopping patience must be an integer >= 1, got {es['patience']!r}")
     if es.get("monitor", "loss") not in ("loss", "accuracy"):
@@ -182,18 +186,6 @@ def split_holdout(spec: TrainSpec, ds: datasets.Dataset) -> tuple[datasets.Datas
     cut = len(ds) - n
     return (dataclasses.replace(ds, x=ds.x[:cut], y=ds.y[:cut]),
             dataclasses.replace(ds, x=ds.x[cut:], y=ds.y[cut:]))
-
-
-def best_path(checkpoint: str | Path) -> Path:
-    """Where early stopping keeps the best epoch's weights: ``NAME.best.safetensors``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + ".best.safetensors")
-
-
-def last_path(checkpoint: str | Path) -> Path:
-    """Where a stopped run keeps its last epoch's state (to go on if the cap is raised): ``NAME.last.safetensors``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + ".last.safetensors")
 
 
 def _fresh_stopping(spec: TrainSpec) -> dict:
@@ -218,17 +210,19 @@ def _stop_reason(spec: TrainSpec, es: dict, epoch: int) -> str | None:
     return "cap" if epoch >= spec.epochs else None
 
 
-def _finish_early_stopping(spec: TrainSpec, checkpoint: Path, model: nn.Module, meta: dict, reason: str) -> str:
+def _finish_early_stopping(spec: TrainSpec, checkpoint: Path, model: nn.Module, meta: CheckpointMeta,
+                           reason: str) -> str:
     """Keep the last state in ``NAME.last``, then write the best weights (no optimizer) to ``checkpoint``."""
     _atomic_copy(checkpoint, last_path(checkpoint))
     best = load_checkpoint(best_path(checkpoint))
-    if int(best["meta"]["epoch"]) != meta["early_stopping"]["best_epoch"]:
+    es = dict(meta.early_stopping or {})
+    if int(best["meta"]["epoch"]) != es.get("best_epoch"):
         raise CheckpointError(f"{best_path(checkpoint)} holds epoch {best['meta']['epoch']}, not the best epoch "
-                              f"{meta['early_stopping']['best_epoch']}: delete the run's models/{spec.key}.* files")
+                              f"{es.get('best_epoch')}: delete the run's models/{spec.key}.* files")
     model.load_state_dict(best["model"])
-    es = dict(meta["early_stopping"], stopped=reason, epochs_run=meta["epoch"])
-    final = dict(meta, early_stopping=es, metrics=best["meta"]["metrics"], last_metrics=meta["metrics"])
-    return save_checkpoint(checkpoint, model, final)
+    es.update(stopped=reason, epochs_run=meta.epoch)
+    final = dataclasses.replace(meta, early_stopping=es, metrics=best["meta"]["metrics"], last_metrics=meta.metrics)
+    return save_checkpoint(checkpoint, model, final.to_dict())
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -400,20 +394,21 @@ def train(
     torch.manual_seed(spec.seed)
     model = build_for_data(spec.model, tuple(train_ds.x.shape[1:]), spec.noise, options=spec.model_options).to(dev)
     optimizer = _optimizer(spec, model)
-    start, metrics, meta = 0, {}, {}
+    start, metrics = 0, {}
+    meta: CheckpointMeta | None = None
     es = _fresh_stopping(spec) if spec.early_stopping else None
     if checkpoint.exists():
         state = _resume_state(spec, checkpoint, dev)
-        meta = state["meta"]
+        meta = CheckpointMeta.from_dict(state["meta"])
         _check_data(checkpoint, meta, data_id)
         if es is not None:
-            es = dict(meta.get("early_stopping") or es)
+            es = dict(meta.early_stopping or es)
             if es["stopped"]:  # stopped early, or at a cap that was not raised: nothing more to train
-                return TrainResult(checkpoint, state["sha256"], 0, meta.get("metrics", {}), es)
+                return TrainResult(checkpoint, state["sha256"], 0, meta.metrics or {}, es)
         model.load_state_dict(state["model"])
         if state["optim"] is not None:
             optimizer.load_state_dict(state["optim"])
-        start, metrics = int(meta["epoch"]), meta.get("metrics", {})
+        start, metrics = int(meta.epoch), meta.metrics or {}
     if curve_every < 0 or curve_samples < 1:
         raise NoisynnError(f"curve_every must be >= 0 and curve_samples >= 1, got {curve_every}, {curve_samples}")
     curve_ds = dataclasses.replace(test_ds, x=test_ds.x[:curve_samples], y=test_ds.y[:curve_samples])
@@ -459,18 +454,16 @@ def train(
             "train_accuracy": total_correct / seen, "val_loss": val_loss, "val_accuracy": val_acc,
             "seconds": 0.0,
         }
-        meta = {"model": spec.model, "dataset": spec.dataset, "noise": spec.noise, "sigma_train": spec.sigma_train,
-                "epoch": epoch, "epochs": spec.epochs, "seed": spec.seed, "metrics": metrics,
-                "spec": spec.identity(), "sample_shape": list(train_ds.x.shape[1:]), **data_id}
-        if not spec.family.builtin:
-            meta["noise_config"] = spec.family.config()
         if es is not None:
             es = _after_epoch(spec, es, model, holdout_ds, metrics, epoch)
-            meta["early_stopping"] = es
+        meta = CheckpointMeta(model=spec.model, dataset=spec.dataset, noise=spec.noise, sigma_train=spec.sigma_train,
+                              epoch=epoch, epochs=spec.epochs, seed=spec.seed, metrics=metrics, spec=spec.identity(),
+                              sample_shape=list(train_ds.x.shape[1:]), data_sha256=data_id.get("data_sha256"),
+                              noise_config=None if spec.family.builtin else spec.family.config(), early_stopping=es)
         metrics["seconds"] = time.perf_counter() - t0
         if es is not None and es["best_epoch"] == epoch:
-            save_checkpoint(best_path(checkpoint), model, meta)  # before the checkpoint that names it the best
-        sha = save_checkpoint(checkpoint, model, meta, optimizer)
+            save_checkpoint(best_path(checkpoint), model, meta.to_dict())  # before the checkpoint naming it the best
+        sha = save_checkpoint(checkpoint, model, meta.to_dict(), optimizer)
         reached = epoch
         metrics["checkpoint"] = sha
         if on_epoch is not None:
@@ -479,12 +472,15 @@ def train(
         reason = _stop_reason(spec, es, reached)
         if reason is None and reached < spec.epochs:  # a chunk ended (max_epochs), the run goes on
             return TrainResult(checkpoint, sha, reached - start, metrics, None, finished=False)
+        if meta is None:
+            raise CheckpointError(f"{checkpoint}: early stopping cannot end a run that has no epoch")
         sha = _finish_early_stopping(spec, checkpoint, model, meta, reason or "cap")
         final = read_metadata(checkpoint)
         return TrainResult(checkpoint, sha, reached - start, final["metrics"], final["early_stopping"])
     if not sha:
         sha = load_checkpoint(checkpoint)["sha256"]
-    return TrainResult(checkpoint, sha, max(start, reached) - start, metrics, finished=max(start, reached) >= spec.epochs)
+    done = max(start, reached)
+    return TrainResult(checkpoint, sha, done - start, metrics, finished=done >= spec.epochs)
 
 
 def _resume_state(spec: TrainSpec, checkpoint: Path, dev) -> dict:
@@ -521,7 +517,7 @@ def _diff(old: dict | None, new: dict) -> str:
     return "; ".join(changed) or "unknown difference"
 
 
-def _check_data(checkpoint: Path, meta: dict, data_id: dict) -> None:
+def _check_data(checkpoint: Path, meta: Mapping[str, Any], data_id: dict) -> None:
     """Refuse data (an ``.npz``, Python data) that changed since ``checkpoint`` was trained on it."""
     old, new = meta.get("data_sha256"), data_id.get("data_sha256")
     if old is not None and new is not None and old != new:
@@ -544,8 +540,10 @@ def check_finite(state_dict: dict[str, torch.Tensor], what: str) -> None:
 
 
 def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu", *,
-                 factory=None) -> tuple[nn.Module, dict]:
-    """Rebuild the model stored in ``checkpoint``: ``(model in eval mode, metadata)``.
+                 factory=None) -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild the model stored in ``checkpoint``: ``(model in eval mode, its metadata)``.
+
+    The metadata's ``sha256`` is that of the weights loaded (the evaluated model's identity).
 
     ``factory`` is the callable that built the model when the checkpoint names one that
     cannot be imported (a lambda or local function, ``local:...``).
@@ -556,24 +554,24 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu", *,
     """
     state = load_checkpoint(checkpoint, device=device)
     check_finite(state["model"], f"checkpoint {checkpoint}")
-    meta = state["meta"]
-    spec = meta.get("spec") or {}
+    from noisynn.engine.validation import checkpoint_meta
+
+    meta = CheckpointMeta.from_dict(checkpoint_meta(state["meta"], checkpoint, trained=True), sha256=state["sha256"])
     try:
-        model = build_for_data(meta["model"], tuple(meta["sample_shape"]), meta["noise"],
-                               options=spec.get("model_options"), factory=factory)
+        model = build_for_data(meta.model, tuple(meta.sample_shape), meta.noise,
+                               options=meta.spec.get("model_options"), factory=factory)
     except NoisynnError as exc:
         raise CheckpointError(f"checkpoint {checkpoint}: {str(exc).splitlines()[0]}") from None
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, NoisynnError) as exc:
         first = str(exc).splitlines()[0]
-        raise CheckpointError(f"checkpoint {checkpoint} does not fit model {meta.get('model')!r} ({first})") from None
-    meta["sha256"] = state["sha256"]
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit model {meta.model!r} ({first})") from None
     return model.to(device).eval(), meta
 
 
 def load_for_evaluation(checkpoint: str | Path, *, data_dir=None, device: str | torch.device = "auto",
-                        limit: int | None = None, factory=None) -> tuple[nn.Module, datasets.Dataset, dict]:
+                        limit: int | None = None, factory=None) -> tuple[nn.Module, datasets.Dataset, CheckpointMeta]:
     """A trained model (eval mode), the test split it is evaluated on, and its metadata.
 
     Raises:
@@ -581,8 +579,8 @@ def load_for_evaluation(checkpoint: str | Path, *, data_dir=None, device: str | 
     """
     dev = resolve_device(device)
     model, meta = load_trained(checkpoint, device=dev, factory=factory)
-    spec = meta["spec"]
-    _check_data(Path(checkpoint), meta, plugins.data_identity(meta["dataset"]))
-    test = load_data(meta["model"], meta["dataset"], "test", data_dir=data_dir, device=dev, limit=limit,
+    spec = meta.spec
+    _check_data(Path(checkpoint), meta, plugins.data_identity(meta.dataset))
+    test = load_data(meta.model, meta.dataset, "test", data_dir=data_dir, device=dev, limit=limit,
                      allow_partial=spec.get("allow_partial", False), data_options=spec.get("data_options") or {})
     return model, test, meta

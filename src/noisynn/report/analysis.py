@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from noisynn.engine.store import sigma_key
 from noisynn.noise import noise
 from noisynn.recurrent import NoisyGRU, NoisyLSTM, NoisyRNN
 from noisynn.repeat import repeat_forward
@@ -40,8 +41,7 @@ __all__ = [
 _RECURRENT = (NoisyLSTM, NoisyGRU, NoisyRNN)
 
 
-def _s(x: float) -> float:
-    return round(float(x), 9)
+_s = sigma_key  # a sigma as the results store keys it
 
 
 @dataclass(frozen=True)

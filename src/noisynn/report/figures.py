@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -35,6 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
+from noisynn.engine.store import sigma_key
 from noisynn.report.analysis import accuracy_grid, vote_curves
 
 __all__ = [
@@ -55,7 +57,7 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _sigma_colors(values: Sequence[float], cmap: str = "viridis"):
+def _sigma_colors(values: Sequence[float] | np.ndarray, cmap: str = "viridis"):
     """A colour per sigma_train: dark for 0, yellow for the largest (the papers' ordering)."""
     hi = max(max(values, default=1.0), 1e-9)
     norm = Normalize(0.0, hi)
@@ -87,8 +89,8 @@ def accuracy_vs_sigma(points: Sequence[Mapping], *, error_rate: bool = False, ki
         error_rate: plot ``100 (1 - accuracy)`` on a logarithmic axis (paper 2's style).
         title, noise: figure title and noise kind (for the subtitle).
     """
-    grid = accuracy_grid(list(points), kind=kind, votes=votes)
-    ref_grid = grid if kind == "noisy" else accuracy_grid(list(points))
+    grid = accuracy_grid([dict(p) for p in points], kind=kind, votes=votes)
+    ref_grid = grid if kind == "noisy" else accuracy_grid([dict(p) for p in points])
     fig = _figure(7.6, 4.6)
     ax = fig.add_subplot()
     color = _sigma_colors(grid.sigma_train)
@@ -141,7 +143,8 @@ def accuracy_heatmap(points: Sequence[Mapping], *, kind: str = "noisy", votes: i
     Cells not measured (yet) are grey and marked "–". ``sigma_train`` / ``sigma_val``
     add planned axis values that have no point yet (a partial sweep shows its whole grid).
     """
-    grid = accuracy_grid(list(points), kind=kind, votes=votes, sigma_train=sigma_train, sigma_val=sigma_val)
+    grid = accuracy_grid([dict(p) for p in points], kind=kind, votes=votes, sigma_train=sigma_train,
+                         sigma_val=sigma_val)
     nr, nc = max(len(grid.sigma_train), 1), max(len(grid.sigma_val), 1)
     fig = _figure(min(max(2.4 + 0.72 * nc, 6.4), 11.5), min(max(2.0 + 0.42 * nr, 3.0), 8.5))
     ax = fig.add_subplot()
@@ -190,9 +193,9 @@ def learning_curves(epochs: Sequence[Mapping], *, curve: Sequence[Mapping] = (),
     curves: dict[tuple[float, int], list[Mapping]] = {}
     inner: dict[tuple[float, int], list[Mapping]] = {}
     for e in epochs:
-        curves.setdefault((round(float(e["sigma_train"]), 9), int(e["seed"])), []).append(e)
+        curves.setdefault((sigma_key(e["sigma_train"]), int(e["seed"])), []).append(e)
     for c in curve:
-        inner.setdefault((round(float(c["sigma_train"]), 9), int(c["seed"])), []).append(c)
+        inner.setdefault((sigma_key(c["sigma_train"]), int(c["seed"])), []).append(c)
     keys = sorted(set(curves) | set(inner))
     seeds = {s for _, s in keys}
     color = _sigma_colors([st for st, _ in keys])
@@ -259,7 +262,7 @@ def state_distributions(panels: Sequence[Mapping], *, state: str = "h", title: s
     steps = max((v.shape[0] for v in allv), default=1)
     palette = colormaps["plasma"]
     norm = Normalize(1, max(steps, 2))
-    for ax, panel, values in zip(axes, panels, allv):
+    for ax, panel, values in zip(axes, panels, allv, strict=False):  # no panel: one empty axis
         n_steps = values.shape[0]
         labelled = {0, (n_steps - 1) // 2, n_steps - 1}  # first, middle and last step in the legend
         for t in range(n_steps):
@@ -377,7 +380,7 @@ def softmax_distribution(probs: Mapping[float, np.ndarray], *, label: int | None
     palette = colormaps["tab10"]
     classes = 0
     runs = 0
-    for ax, sv in zip(axes, sigmas):
+    for ax, sv in zip(axes, sigmas, strict=False):  # the grid may have spare axes
         p = np.asarray(probs[sv])
         runs, classes = p.shape
         for c in range(classes):
@@ -414,7 +417,7 @@ def vote_accuracy(points: Sequence[Mapping], *, title: str = "") -> Figure:
 
     Error bars: standard error over the independent voting trials.
     """
-    curves = vote_curves(list(points))
+    curves = vote_curves([dict(p) for p in points])
     sts = sorted({st for st, _ in curves})
     n = max(len(sts), 1)
     cols = min(3, n)
@@ -424,8 +427,8 @@ def vote_accuracy(points: Sequence[Mapping], *, title: str = "") -> Figure:
     svs = sorted({sv for _, sv in curves})
     palette = colormaps["magma"]
     norm = Normalize(0, max(max(svs, default=1.0), 1e-9))
-    handles: dict[float, object] = {}
-    for ax, st in zip(axes, sts):
+    handles: dict[float, Any] = {}  # errorbar containers (legend handles, not Artists to the type stubs)
+    for ax, st in zip(axes, sts, strict=False):  # the grid may have spare axes
         for sv in svs:
             byk = curves.get((st, sv))
             if not byk:
@@ -459,6 +462,16 @@ TIME_TICKS = ((1.0, "1 s"), (60.0, "1 min"), (3600.0, "1 h"), (86400.0, "1 d"), 
               (31536000.0, "1 y"))
 
 
+def _chips_line(ax, x: np.ndarray, pts: Sequence[Mapping], *, color, label: str, ls: str | None = None) -> None:
+    """One line of a chips figure: the mean accuracy (%) of ``pts`` at ``x`` and its band, mean ± the
+    chip-to-chip spread (``ls``: the line style, default the figure's)."""
+    acc = 100 * np.array([r["accuracy"] for r in pts])
+    band = 100 * np.array([r["chip_spread"] for r in pts])
+    style = {} if ls is None else {"ls": ls}
+    ax.plot(x, acc, color=color, marker="o", ms=3.5, lw=1.4, label=label, **style)
+    ax.fill_between(x, acc - band, acc + band, color=color, alpha=0.18, lw=0)
+
+
 def accuracy_vs_time(rows: Sequence[Mapping], *, title: str = "", hardware: str = "") -> Figure:
     """Accuracy on programmed chips against time after programming (log axis), with chip-to-chip bands.
 
@@ -482,12 +495,9 @@ def accuracy_vs_time(rows: Sequence[Mapping], *, title: str = "", hardware: str 
     for (training, comp), pts in sorted(lines.items(), key=lambda kv: (trainings.index(kv[0][0]), kv[0][1] is False)):
         pts = sorted(pts, key=lambda r: r["t"])
         t = np.array([max(float(r["t"]), 1e-1) for r in pts])
-        acc = 100 * np.array([r["accuracy"] for r in pts])
-        band = 100 * np.array([r["chip_spread"] for r in pts])
-        color = palette(trainings.index(training) % 10)
         comp_text = "" if comp is None else (", compensated" if comp else ", no compensation")
-        ax.plot(t, acc, color=color, ls=styles[comp], marker="o", ms=3.5, lw=1.4, label=f"{training}{comp_text}")
-        ax.fill_between(t, acc - band, acc + band, color=color, alpha=0.18, lw=0)
+        _chips_line(ax, t, pts, color=palette(trainings.index(training) % 10), label=f"{training}{comp_text}",
+                    ls=styles[comp])
     ax.set_xscale("log")
     ticks = [(v, s) for v, s in TIME_TICKS if rows and min(r["t"] for r in rows) / 3 <= v <= 3 * max(
         r["t"] for r in rows)]
@@ -526,11 +536,7 @@ def chip_vote_accuracy(rows: Sequence[Mapping], *, title: str = "", hardware: st
     palette = colormaps["tab10"]
     for i, training in enumerate(trainings):
         pts = sorted((r for r in rows if r["training"] == training), key=lambda r: r["votes"])
-        k = np.array([int(r["votes"]) for r in pts])
-        acc = 100 * np.array([r["accuracy"] for r in pts])
-        band = 100 * np.array([r["chip_spread"] for r in pts])
-        ax.plot(k, acc, color=palette(i % 10), marker="o", ms=3.5, lw=1.4, label=training)
-        ax.fill_between(k, acc - band, acc + band, color=palette(i % 10), alpha=0.18, lw=0)
+        _chips_line(ax, np.array([int(r["votes"]) for r in pts]), pts, color=palette(i % 10), label=training)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of votes K (reads of the same chip per prediction)")
     ax.set_ylabel("accuracy (%)")
@@ -561,7 +567,7 @@ def stroke_lengths(lengths: np.ndarray, *, max_len: int = 50, title: str = "") -
         _empty(ax, "no sequences")
         return fig
     edges = np.arange(lengths.min(), lengths.max() + 2) - 0.5
-    ax.hist(lengths, bins=edges, color="tab:blue", alpha=0.85)
+    ax.hist(lengths, bins=list(edges), color="tab:blue", alpha=0.85)
     ax.axvline(max_len + 0.5, color="red", ls="--", lw=1.2, label=f"LSTM reads the first {max_len} points")
     inside = float(np.mean((lengths >= 20) & (lengths <= 60)))
     cut = float(np.mean(lengths > max_len))

@@ -21,15 +21,15 @@ import json
 from dataclasses import asdict, dataclass
 from importlib import resources
 
+from noisynn.engine.store import sigma_key
+
 __all__ = [
     "PublishedCell", "Claim", "load_published", "published_cells", "claims", "weight_power_published",
     "preset_signature", "matching_experiments", "cells_for_run", "compare", "check_claims", "paper_runs",
 ]
 
 
-def _s(x: float) -> float:
-    """A sigma as the results store keys it."""
-    return round(float(x), 9)
+_s = sigma_key  # a sigma as the results store keys it
 
 
 @functools.lru_cache(maxsize=1)
