@@ -225,6 +225,38 @@ def test_gaussian_capability_is_not_inherited_by_redefined_noise():
     assert CustomAdditive.calls == 5  # one apply per step: the fused path was not taken
 
 
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_apply_in_place_draws_what_apply_draws_and_layers_use_it(kind):
+    """``apply_`` (what the layers call on their fresh outputs) adds the noise into ``y`` itself:
+    the same values as ``apply`` from the same generator state, no second tensor."""
+    y = torch.randn(300, 70)
+    expected = noisynn.noise_model(kind, 0.4, generator=torch.Generator().manual_seed(5)).apply(y)
+    z = y.clone()
+    out = noisynn.noise_model(kind, 0.4, generator=torch.Generator().manual_seed(5)).apply_(z)
+    assert out.data_ptr() == z.data_ptr() and torch.equal(out, expected) and not torch.equal(out, y)
+    layer = noisynn.NoisyLinear(40, 70)
+    x = torch.randn(300, 40)
+    with torch.inference_mode():
+        clean = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        with noisynn.noise_model(kind, 0.4, generator=torch.Generator().manual_seed(6)):
+            noisy = layer(x)
+    again = noisynn.noise_model(kind, 0.4, generator=torch.Generator().manual_seed(6)).apply(clean)
+    assert torch.equal(noisy, again)
+
+
+def test_apply_in_place_leaves_autograd_and_redefined_noise_alone():
+    y = torch.randn(200, 100, requires_grad=True)
+    out = noisynn.Additive(0.5).apply_(y)
+    assert out is not y and torch.equal(y, y.detach())  # y kept: autograd needs it
+    out.sum().backward()
+    assert torch.equal(y.grad, torch.ones_like(y))
+    CustomAdditive.calls = 0
+    with torch.no_grad():
+        z = torch.zeros(100, 100)
+        assert torch.equal(CustomAdditive(0.3).apply_(z), torch.ones(100, 100)) and CustomAdditive.calls == 1
+        assert not z.any()  # its own apply() ran: y + 1.0, nothing written into z
+
+
 # -- the fused LSTM ------------------------------------------------------------------------
 class AddsNothing(NoiseModel):
     """Not the identity, adds nothing: forces the reference unroll at sigma = 0."""

@@ -134,7 +134,7 @@ class _NoisyOutput(NoiseSite):
                 return super().forward(*args, **kwargs)  # type: ignore[misc]  # digital, after its product
             return model.product(self.as_product(*args, **kwargs), self.site_name)
         y = super().forward(*args, **kwargs)  # type: ignore[misc]
-        return y if self.folded else model.apply(y, self.site_name)
+        return y if self.folded else model.apply_(y, self.site_name)  # y is this call's own fresh output
 
     def as_product(self, *args: Any, **kwargs: Any) -> Product:
         """This layer's product as a :class:`~noisynn.noise.Product` (for models that compute products)."""

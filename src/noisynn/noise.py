@@ -179,6 +179,16 @@ class NoiseModel:
         """
         raise NotImplementedError
 
+    def apply_(self, y: Tensor, site: str = "") -> Tensor:
+        """:meth:`apply` on a ``y`` the caller owns and will not read again: it may be overwritten.
+
+        The layers call this on their fresh outputs. The default returns :meth:`apply`;
+        the Gaussian models add their noise into ``y`` in place when autograd does not
+        need ``y`` (same values as :meth:`apply` from the same generator state), which
+        saves allocating and writing a second tensor of the layer's output size.
+        """
+        return self.apply(y, site)
+
     def is_identity(self, site: str = "") -> bool:
         """True when :meth:`apply` would return ``y`` unchanged at ``site``.
 
@@ -332,6 +342,12 @@ class _Gaussian(NoiseModel):
         if _defining_class(type(self), "apply") not in (Additive, Multiplicative):
             return None
         return GaussianNoise(self.kind, self.sigma, self.generator)
+
+    def apply_(self, y: Tensor, site: str = "") -> Tensor:
+        if (self.sigma != 0.0 and _defining_class(type(self), "apply") in (Additive, Multiplicative)
+                and not (y.requires_grad and torch.is_grad_enabled()) and y.is_contiguous() and self._use_fast(y)):
+            return kernels.gaussian_noise_(y, self.kind, self.sigma, self.generator)
+        return self.apply(y, site)  # a subclass's own apply(), autograd, or torch's sampler
 
     def _use_fast(self, y: Tensor) -> bool:
         """Whether :meth:`apply` may use the fast sampler for ``y`` (:func:`noisynn.kernels.fast_path` decides)."""

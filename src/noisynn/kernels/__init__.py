@@ -64,7 +64,7 @@ from torch import Tensor
 __all__ = [
     "MIN_ELEMENTS", "LSTM_BLOCK", "MODES", "reference", "reference_active", "available", "fast_path",
     "lstm_path", "set_gpu_lstm", "merged_bias", "seed_words", "normal_", "add_noise_", "gaussian_noise",
-    "lstm_layer", "rnn_layer", "lstm_cell_", "rnn_cell_",
+    "gaussian_noise_", "lstm_layer", "rnn_layer", "lstm_cell_", "rnn_cell_",
 ]
 
 #: Tensors with fewer elements keep torch's sampler: below this a call's fixed cost
@@ -236,6 +236,13 @@ def _check_contiguous(t: Tensor) -> None:
     if not (t.is_contiguous() and fast_path(t)):
         raise ValueError("the fast sampler needs a contiguous float32 CPU tensor, its kernels built, "
                          "and no reference mode")
+
+
+def gaussian_noise_(y: Tensor, kind: str, sigma: float, generator: torch.Generator | None) -> Tensor:
+    """:func:`gaussian_noise` into ``y`` itself (contiguous, no autograd): the same values from
+    the same generator state, without a second tensor."""
+    torch.ops.noisynn.noise_(y, y, MODES[kind], 0.0, sigma, seed_words(generator))
+    return y
 
 
 def gaussian_noise(y: Tensor, kind: str, sigma: float, generator: torch.Generator | None) -> Tensor:
