@@ -623,11 +623,6 @@ class AttackTask:
                             seed=self.seed, data_dir=self.data_dir, device=self.device).rows
 
 
-def _attack_of(plan: Plan) -> dict | None:
-    """The transfer-attack settings of an attack preset (paper 2, sec. 4), else None."""
-    return plan.extra.get("attack") or None
-
-
 def attack_stages(plan: Plan, trains: list[TrainTask], *, run_dir: str, experiment: str, seed: int, data_dir,
                   device: str, **_) -> list[list[list]]:
     """The chains of a transfer-attack preset (paper 2, sec. 4), in two stages run one after the other.
@@ -637,16 +632,16 @@ def attack_stages(plan: Plan, trains: list[TrainTask], *, run_dir: str, experime
     :class:`AttackTask` per NN_val, which needs both models finished. No stage for a preset
     without an ``attack`` table.
     """
-    attack = _attack_of(plan)
+    attack = plan.attack
     if attack is None:
         return []
     if not isinstance(plan.runs, int):
         raise ValueError("an attack preset needs an integer runs")
-    src_spec = dataclasses.replace(plan.train_spec(0.0, seed), model=plan.extra["source_model"])
+    src_spec = dataclasses.replace(plan.train_spec(0.0, seed), model=attack.source_model)
     like = trains[0] if trains else TrainTask(src_spec, run_dir, experiment)
     source = dataclasses.replace(like, spec=src_spec, curve_every=0)
     attacks = [AttackTask(str(source.checkpoint), str(t.checkpoint), run_dir, experiment, plan.sigma_val, plan.runs,
-                          attack, plan.noise, seed, data_dir, device) for t in trains]
+                          attack.table(), plan.noise, seed, data_dir, device) for t in trains]
     return [[[source], *[[t] for t in trains]], [[a] for a in attacks]]
 
 
@@ -993,9 +988,9 @@ class _Driver:
             e = last[-1]
             self.log(f"trained {task.spec.key}: {e['epoch']} epochs, clean test accuracy "
                      f"{100 * e['val_accuracy']:.2f}%")
-        if _attack_of(plan):  # NN_adv and the NN_vals of a transfer-attack preset
+        if plan.attack is not None:  # NN_adv and the NN_vals of a transfer-attack preset
             for e in last:
-                if e["epoch"] == plan.train["epochs"]:
+                if e["epoch"] == plan.train.epochs:
                     self.log(f"trained {e['model']} (adversarially, sigma_train {e['sigma_train']:g}): clean test "
                              f"accuracy {100 * e['val_accuracy']:.2f}%")
 
@@ -1073,7 +1068,7 @@ def _measure_chains(plan: Plan, trains: list[TrainTask], summary: SweepSummary, 
     said so). An attack preset's models are measured by their attacks (:func:`attack_stages`):
     none here.
     """
-    if _attack_of(plan):
+    if plan.attack is not None:
         return []
     seed = common["seed"]
     vote_common = {**common, "eval_limit": plan.vote_limit or plan.eval_limit}
@@ -1141,7 +1136,7 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
                  and r["noise"] == label and r["seed"] == seed]
         if stops:
             return stops[-1]["checkpoint"] == sha
-        epochs = plan.train.get("epochs")
+        epochs = plan.train.epochs
         return any(e["checkpoint"] == sha and e["epoch"] == epochs for e in store.epochs(plan.name)
                    if e["sigma_train"] == sigma and e["model"] == spec.model and e["noise"] == label
                    and e["seed"] == seed)
