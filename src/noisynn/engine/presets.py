@@ -74,38 +74,31 @@ class PresetError(NoisynnError):
     """An unknown preset or profile, or a malformed preset file."""
 
 
-def _like_spec(name: str) -> Any:
-    """A field defaulting as :class:`TrainSpec`'s field ``name`` does (the defaults are kept in one place)."""
-    f = TrainSpec.__dataclass_fields__[name]
-    if f.default_factory is not dataclasses.MISSING:
-        return field(default_factory=f.default_factory)
-    return field(default=f.default)
-
-
 @dataclass(frozen=True)
 class TrainSettings(Mapping[str, Any]):
     """How a plan trains each of its models: the fields of :class:`~noisynn.engine.training.TrainSpec`
     but the model, data, noise, ``sigma_train`` and seed (the plan and the sweep set those).
 
-    Its defaults are ``TrainSpec``'s. While callers move to the attributes, it is also a read-only
-    ``Mapping`` of its fields (``plan.train["epochs"]``), as the dict of older versions was.
+    Its defaults are ``TrainSpec``'s (``tests/test_plans.py`` keeps them so). While callers move
+    to the attributes, it is also a read-only ``Mapping`` of its fields (``plan.train["epochs"]``),
+    as the dict of older versions was.
     """
 
     epochs: int
-    batch_size: int = _like_spec("batch_size")
-    optimizer: str = _like_spec("optimizer")
-    lr: float = _like_spec("lr")
-    momentum: float = _like_spec("momentum")
-    weight_decay: float = _like_spec("weight_decay")
-    train_limit: int | None = _like_spec("train_limit")
-    augment: bool = _like_spec("augment")
-    allow_partial: bool = _like_spec("allow_partial")
-    data_options: dict = _like_spec("data_options")
-    adversarial: dict = _like_spec("adversarial")
-    early_stopping: dict = _like_spec("early_stopping")
-    model_options: dict = _like_spec("model_options")
-    noise_params: dict = _like_spec("noise_params")
-    sweep_param: str | None = _like_spec("sweep_param")
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    train_limit: int | None = None
+    augment: bool = False
+    allow_partial: bool = False
+    data_options: dict = field(default_factory=dict)
+    adversarial: dict = field(default_factory=dict)
+    early_stopping: dict = field(default_factory=dict)
+    model_options: dict = field(default_factory=dict)
+    noise_params: dict = field(default_factory=dict)
+    sweep_param: str | None = None
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> TrainSettings:
