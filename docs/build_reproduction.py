@@ -86,8 +86,8 @@ def section(preset: str, run: Path, args) -> list[str]:
     lines = [f"### {plan.title}", "",
              f"`noisynn sweep {preset} --profile cpu --out runs/{preset}` then `noisynn report runs/{preset}`", "",
              f"Profile `cpu`: σ_train ∈ {{{', '.join(f'{s:g}' for s in plan.sigma_train)}}}, "
-             f"σ_val ∈ {{{', '.join(f'{s:g}' for s in plan.sigma_val)}}}, {t['epochs']} epochs of Adam "
-             f"(batch {t['batch_size']}, lr {t['lr']:g}) on the 60,000 training samples, "
+             f"σ_val ∈ {{{', '.join(f'{s:g}' for s in plan.sigma_val)}}}, {t.epochs} epochs of Adam "
+             f"(batch {t.batch_size}, lr {t.lr:g}) on the 60,000 training samples, "
              f"{plan.runs} runs per noisy point over the whole 10,000-sample test set (one exact run at σ_val = 0)"
              + (f", voting with K = 1…{plan.votes} at σ_val ∈ {{{', '.join(f'{s:g}' for s in plan.vote_sigma_val)}}}"
                 + (f" on the first {plan.vote_limit:,} test samples" if plan.vote_limit else "") if plan.votes else "")
@@ -95,7 +95,7 @@ def section(preset: str, run: Path, args) -> list[str]:
     train_s = sum(e["seconds"] for e in epochs)
     eval_s = sum(p["seconds"] for p in noisy)
     vote_s = sum(p["seconds"] for p in votes)
-    done_models = sorted({e["sigma_train"] for e in epochs if e["epoch"] == t["epochs"]})
+    done_models = sorted({e["sigma_train"] for e in epochs if e["epoch"] == t.epochs})
     status = "complete" if len(noisy) >= expected_noisy and (not plan.votes or votes) else "**partial**"
     lines += [f"Status: {status}: {len(done_models)}/{len(plan.sigma_train)} models trained, "
               f"{len(noisy)}/{expected_noisy} grid points, {len(votes)} voting points. Busy time recorded in "
@@ -104,7 +104,7 @@ def section(preset: str, run: Path, args) -> list[str]:
               + " (summed over the work units; see \"Wall times\" for how the cores were shared).", ""]
     last = {}
     for e in epochs:
-        if e["epoch"] <= t["epochs"]:
+        if e["epoch"] <= t.epochs:
             last[e["sigma_train"]] = e
     if last:
         lines += ["Clean test accuracy after the last epoch (%), per σ_train:", ""]

@@ -401,7 +401,7 @@ def sweep(
     Returns:
         A :class:`Table` of every point (``kind`` ``noisy`` and ``vote``).
     """
-    from noisynn.engine.presets import Plan
+    from noisynn.engine.presets import Plan, TrainSettings
     from noisynn.engine.sweep import make_executor, run_sweep
 
     family = plugins.resolve_noise(noise, noise_params, sweep_param)
@@ -416,8 +416,9 @@ def sweep(
     vsv = tuple(parse_sigmas(vote_sigma_val)) if vote_sigma_val is not None else (sv if votes else ())
     plan = Plan(name=experiment, title=f"{plugins.model_label(model_ref)} on {plugins.data_label(data_ref)}",
                 profile="api", model=model_ref, dataset=data_ref, noise=family.kind,
-                sigma_train=tuple(parse_sigmas(sigma_train)), sigma_val=sv, train=train, runs=runs, target=target,
-                votes=int(votes), vote_sigma_val=vsv, vote_trials=vote_trials, eval_limit=eval_limit)
+                sigma_train=tuple(parse_sigmas(sigma_train)), sigma_val=sv, train=TrainSettings.from_table(train),
+                runs=runs, target=target, votes=int(votes), vote_sigma_val=vsv, vote_trials=vote_trials,
+                eval_limit=eval_limit)
     plan.train_spec(plan.sigma_train[0], seed)  # validates the settings before any work
     runner = make_executor(executor, workers=workers)
     with tempfile.TemporaryDirectory(prefix="noisynn-sweep-") as tmp:

@@ -38,17 +38,17 @@ def _override(plan, model: str | None, dataset: str | None, noise: str | None, n
         return plan
     if dataset:
         check.dataset(plugins.data_reference(dataset))
-    train = dict(plan.train)
+    train = plan.train
     if noise or noise_param or sweep_param:
-        params = {} if noise else dict(train.get("noise_params") or {})  # a new class starts afresh
+        params = {} if noise else dict(train.noise_params or {})  # a new class starts afresh
         params.update(plugins.parse_params(noise_param))
         family = plugins.resolve_noise(noise or plan.noise, params,
-                                       sweep_param or (None if noise else train.get("sweep_param")))
-        train.update(noise_params=family.params, sweep_param=family.param)
+                                       sweep_param or (None if noise else train.sweep_param))
+        train = dataclasses.replace(train, noise_params=family.params, sweep_param=family.param)
     plan = dataclasses.replace(plan, model=model or plan.model, noise=noise or plan.noise, train=train,
                                dataset=plugins.data_reference(dataset) if dataset else plan.dataset)
     plan.train_spec(plan.sigma_train[0], 0)  # validates
-    plugins.check_model_options(plan.model, plan.train.get("model_options"), plan.noise)
+    plugins.check_model_options(plan.model, plan.train.model_options, plan.noise)
     return plan
 
 

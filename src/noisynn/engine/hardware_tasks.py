@@ -241,14 +241,14 @@ def _training(t: Any, error: Callable[[str], Exception]) -> HardwareTraining:
 
 
 def attach(plan, top: Any, override: Any, *, error: Callable[[str], Exception] = NoisynnError):
-    """``plan`` with its hardware evaluation in ``plan.extra["hardware"]`` (checked, hardware-aware specs
+    """``plan`` with its hardware evaluation in ``plan.hardware`` (checked, hardware-aware specs
     built once), or ``plan`` itself when the preset has none."""
     hw = parse(top, override, error=error)
     if hw is None:
         return plan
-    if plan.extra.get("attack"):
+    if plan.attack is not None:
         raise error("a preset has either an attack or a hardware table, not both")
-    plan = dataclasses.replace(plan, extra={**plan.extra, "hardware": hw})
+    plan = dataclasses.replace(plan, hardware=hw)
     try:
         specs = aware_specs(plan, 0)
     except NoisynnError as exc:
@@ -264,7 +264,7 @@ def attach(plan, top: Any, override: Any, *, error: Callable[[str], Exception] =
 
 def of(plan) -> HardwareEval | None:
     """The hardware evaluation of a plan (None: the preset has no ``[hardware]`` table)."""
-    return plan.extra.get("hardware")
+    return plan.hardware
 
 
 def aware_specs(plan, seed: int) -> list[TrainSpec]:

@@ -42,11 +42,14 @@ default ``sigma``); modules beside the preset file are importable.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tomllib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from noisynn.engine import validation
 from noisynn.engine.evaluation import parse_sigmas
@@ -54,7 +57,10 @@ from noisynn.engine.plugins import check_model_options, is_import_reference
 from noisynn.engine.training import TrainSpec
 from noisynn.errors import NoisynnError
 
-__all__ = ["Plan", "list_presets", "load_plan", "PresetError"]
+if TYPE_CHECKING:
+    from noisynn.engine.hardware_tasks import HardwareEval
+
+__all__ = ["Plan", "TrainSettings", "AttackSettings", "list_presets", "load_plan", "PresetError"]
 
 _PROFILE_KEYS = {
     "sigma_train", "sigma_val", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
@@ -69,8 +75,89 @@ class PresetError(NoisynnError):
 
 
 @dataclass(frozen=True)
+class TrainSettings(Mapping[str, Any]):
+    """How a plan trains each of its models: the fields of :class:`~noisynn.engine.training.TrainSpec`
+    but the model, data, noise, ``sigma_train`` and seed (the plan and the sweep set those).
+
+    Its defaults are ``TrainSpec``'s (``tests/test_plans.py`` keeps them so). While callers move
+    to the attributes, it is also a read-only ``Mapping`` of its fields (``plan.train["epochs"]``),
+    as the dict of older versions was.
+    """
+
+    epochs: int
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    train_limit: int | None = None
+    augment: bool = False
+    allow_partial: bool = False
+    data_options: dict = field(default_factory=dict)
+    adversarial: dict = field(default_factory=dict)
+    early_stopping: dict = field(default_factory=dict)
+    model_options: dict = field(default_factory=dict)
+    noise_params: dict = field(default_factory=dict)
+    sweep_param: str | None = None
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> TrainSettings:
+        """The settings of a profile's training keys (``epochs``, ``lr`` ...; absent ones: the defaults)."""
+        return cls(**table)
+
+    def spec_fields(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`TrainSpec` (with ``model, dataset, noise, sigma_train, seed``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """A transfer-attack preset (paper 2, sec. 4): NN_adv and its profile's ``attack`` table.
+
+    Attributes:
+        source_model: NN_adv, the network the examples are made on (the preset's ``source_model``;
+            ``model`` is NN_val).
+        eps, alpha, steps, restarts: the PGD attack (None: not given, the data set's default).
+        limit: attack the first N test samples (None: all).
+        eot, eot_steps, eot_restarts, eot_limit: the white-box EOT attack on the noisy NN_val
+            (``eot`` noisy passes per step; None or 0: none).
+    """
+
+    source_model: str
+    eps: float | None = None
+    alpha: float | None = None
+    steps: int | None = None
+    restarts: int | None = None
+    limit: int | None = None
+    eot: int | None = None
+    eot_steps: int | None = None
+    eot_restarts: int | None = None
+    eot_limit: int | None = None
+
+    def table(self) -> dict[str, Any]:
+        """The ``attack`` table as the preset gave it (the keys set, without ``source_model``)."""
+        return {k: v for k in validation.ATTACK_KEYS if (v := getattr(self, k)) is not None}
+
+
+@dataclass(frozen=True)
 class Plan:
-    """A preset resolved for one profile: everything a sweep needs."""
+    """A preset resolved for one profile: everything a sweep needs.
+
+    ``train`` is how each model is trained; ``attack`` the transfer attack of an attack preset
+    (else None); ``hardware`` the evaluation on programmed chips of a preset with a
+    ``[hardware]`` table (:class:`noisynn.engine.hardware_tasks.HardwareEval`, else None).
+    """
 
     name: str
     title: str
@@ -80,7 +167,7 @@ class Plan:
     noise: str
     sigma_train: tuple[float, ...]
     sigma_val: tuple[float, ...]
-    train: dict
+    train: TrainSettings
     runs: int | str
     target: float = 0.0005
     votes: int = 0
@@ -90,11 +177,22 @@ class Plan:
     vote_limit: int | None = None
     curve_every: int = 0
     source: str = ""
-    extra: dict = field(default_factory=dict)
+    attack: AttackSettings | None = None
+    hardware: HardwareEval | None = None
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The attack and hardware settings as the dict of older versions (a copy: use ``attack`` and ``hardware``)."""
+        out: dict[str, Any] = {}
+        if self.attack is not None:
+            out.update(attack=self.attack.table(), source_model=self.attack.source_model)
+        if self.hardware is not None:
+            out["hardware"] = self.hardware
+        return out
 
     def train_spec(self, sigma_train: float, seed: int) -> TrainSpec:
         return TrainSpec(model=self.model, dataset=self.dataset, noise=self.noise, sigma_train=sigma_train,
-                         seed=seed, **self.train)
+                         seed=seed, **self.train.spec_fields())
 
 
 def _shipped() -> dict[str, Path]:
@@ -171,13 +269,13 @@ def load_plan(preset: str | Path, profile: str = "quick") -> Plan:
             votes=votes, vote_sigma_val=vote_sigma_val, vote_trials=vote_trials,
             eval_limit=p.pop("eval_limit", None), vote_limit=p.pop("vote_limit", None),
             curve_every=p.pop("curve_every", 0), source=str(path),
-            train=p, extra=attack,
+            train=TrainSettings.from_table(p), attack=attack,
         )
         from noisynn.engine import hardware_tasks
 
         plan = hardware_tasks.attach(plan, doc.get("hardware"), hardware, error=_error)  # evaluation on chips
         plan.train_spec(sigma_train[0], 0)  # validates model, noise, optimiser, numbers
-        check_model_options(plan.model, p.get("model_options"), plan.noise)
+        check_model_options(plan.model, plan.train.model_options, plan.noise)
     except PresetError:
         raise
     except (KeyError, ValueError, TypeError, NoisynnError) as exc:
@@ -210,12 +308,14 @@ def _check_top_level(doc: dict, path: Path) -> dict:
 _ATTACK_KEYS = set(validation.ATTACK_KEYS)
 
 
-def _attack_section(doc: dict, attack: dict | None) -> dict:
-    """``{"attack": ..., "source_model": ...}`` for a transfer-attack preset, else ``{}``."""
+def _attack_section(doc: dict, attack: dict | None) -> AttackSettings | None:
+    """The transfer attack of an attack preset (its profile's ``attack`` table, ``source_model``), else None."""
     if attack is None:
-        return {}
+        return None
     if not isinstance(attack, dict) or set(attack) - _ATTACK_KEYS:
         raise ValueError(f"attack must be a table with keys among {sorted(_ATTACK_KEYS)}")
     if "source_model" not in doc:
         raise ValueError("an attack preset needs the top-level key source_model (NN_adv)")
-    return {"attack": dict(attack), "source_model": str(doc["source_model"])}
+    if not attack:  # an empty table: no attack (as in older versions)
+        return None
+    return AttackSettings(source_model=str(doc["source_model"]), **attack)

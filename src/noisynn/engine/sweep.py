@@ -42,8 +42,14 @@ submitit) are such executors. Optional attributes tell the driver more: ``epochs
 (default 1; None: a model in one task), ``storage`` (a folder every worker sees: checkpoints go
 to ``storage/models``), ``in_place`` (tasks run in the driver: ``task.run()``) and ``remote``
 (workers may not see the run directory). The one exception to "the driver alone writes":
-:class:`AttackTask` writes its points and its example cache itself, so it runs in the driver
-on a ``remote`` executor and in the worker processes of :class:`ProcessExecutor`.
+:class:`AttackTask` writes its points and its example cache itself (its ``writes_run_dir``), so
+:func:`schedule` runs it in the driver on a ``remote`` executor, and in the worker processes of
+:class:`ProcessExecutor`.
+
+A sweep is a list of *stages*, each a list of chains for :func:`schedule`, run one after the
+other: the models with their points (:func:`_measure_chains`, with the chips tasks of
+:mod:`noisynn.engine.hardware_tasks`), or, for a transfer-attack preset, the training of
+NN_adv and the NN_vals and then the attacks (:func:`attack_stages`).
 
 Re-running a sweep on the same directory skips every finished training epoch (the
 checkpoint) and every finished point (the store): it is how a killed sweep resumes.
@@ -64,6 +70,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -78,7 +85,7 @@ from noisynn.engine.training import TrainSpec, best_path, last_path, load_data, 
 from noisynn.errors import CheckpointError, NoisynnError
 
 __all__ = ["TrainTask", "TrainOutcome", "EvalTask", "VoteTask", "AttackTask", "Workspace", "execute", "LocalExecutor",
-           "ProcessExecutor", "make_executor", "schedule", "run_sweep", "SweepSummary"]
+           "ProcessExecutor", "make_executor", "schedule", "run_sweep", "SweepSummary", "attack_stages"]
 
 
 # -- where a task runs away from the driver ----------------------------------------------
@@ -578,7 +585,7 @@ class AttackTask:
     (``eps, alpha, steps, restarts``), ``limit`` and the optional EOT keys
     (``eot, eot_steps, eot_restarts, eot_limit``). Not split yet: it writes its points and
     its example cache into the run directory itself, so it runs where that directory is
-    (the driver, or local worker processes), never on a remote executor.
+    (the driver, or local worker processes), never on a remote executor (``writes_run_dir``).
     """
 
     source: str
@@ -592,6 +599,8 @@ class AttackTask:
     seed: int = 0
     data_dir: str | None = None
     device: str = "auto"
+    writes_run_dir: ClassVar[bool] = True
+    """It writes the run directory itself: on a ``remote`` executor it runs in the driver (:func:`schedule`)."""
 
     def inputs(self) -> dict[str, Path]:
         return {}
@@ -614,17 +623,34 @@ class AttackTask:
                             seed=self.seed, data_dir=self.data_dir, device=self.device).rows
 
 
-def _attack_tasks(plan: Plan, trains: list[TrainTask], run_dir: Path, seed: int, data_dir, device: str,
-                  progress: bool) -> tuple[TrainTask, list[AttackTask]]:
-    """NN_adv's training task (sigma_train 0, same adversarial training) and one attack task per NN_val."""
-    src_spec = dataclasses.replace(plan.train_spec(0.0, seed), model=plan.extra["source_model"])
-    model = trains[0] if trains else TrainTask(src_spec, str(run_dir), plan.name)
-    source = dataclasses.replace(model, spec=src_spec, curve_every=0)
+def attack_stages(plan: Plan, trains: list[TrainTask], *, run_dir: str, experiment: str, seed: int, data_dir,
+                  device: str, **_) -> list[list[list]]:
+    """The chains of a transfer-attack preset (paper 2, sec. 4), in two stages run one after the other.
+
+    First the training of NN_adv (``source_model`` at sigma_train 0, trained as the NN_vals
+    are) and of every NN_val (``trains``), side by side on a multi-slot executor; then one
+    :class:`AttackTask` per NN_val, which needs both models finished. No stage for a preset
+    without an ``attack`` table.
+    """
+    attack = plan.attack
+    if attack is None:
+        return []
     if not isinstance(plan.runs, int):
         raise ValueError("an attack preset needs an integer runs")
-    tasks = [AttackTask(str(source.checkpoint), str(t.checkpoint), str(run_dir), plan.name, plan.sigma_val, plan.runs,
-                        plan.extra["attack"], plan.noise, seed, data_dir, device) for t in trains]
-    return source, tasks
+    src_spec = dataclasses.replace(plan.train_spec(0.0, seed), model=attack.source_model)
+    like = trains[0] if trains else TrainTask(src_spec, run_dir, experiment)
+    source = dataclasses.replace(like, spec=src_spec, curve_every=0)
+    attacks = [AttackTask(str(source.checkpoint), str(t.checkpoint), run_dir, experiment, plan.sigma_val, plan.runs,
+                          attack.table(), plan.noise, seed, data_dir, device) for t in trains]
+    return [[[source], *[[t] for t in trains]], [[a] for a in attacks]]
+
+
+def _placed(executor, task):
+    """Where ``task`` runs: in the driver, in place, when it writes the run directory itself
+    (``writes_run_dir``: :class:`AttackTask`) and ``executor``'s workers may not see it (``remote``)."""
+    if getattr(task, "writes_run_dir", False) and getattr(executor, "remote", False):
+        return LocalExecutor()
+    return executor
 
 
 class LocalExecutor:
@@ -791,7 +817,7 @@ def schedule(executor, chains: Sequence[Sequence], *, desc: str = "", progress: 
             if ready is None:
                 finished(ci, ti, task, None)
                 continue
-            running[executor.submit(ready)] = (ci, ti, ready)
+            running[_placed(executor, ready).submit(ready)] = (ci, ti, ready)
 
     failure: BaseException | None = None
     try:
@@ -923,7 +949,11 @@ class _Driver:
                 return task  # its next epochs, from the checkpoint just written
             self.trained(task)
             return None
-        if isinstance(task, AttackTask):
+        if isinstance(task, AttackTask):  # it wrote its points itself
+            self.summary.computed += 1
+            for r in result:
+                err = f" +- {100 * r['stderr']:.2f}" if r["n_runs"] > 1 else ""
+                self.log(f"{r['kind']:>18} {r['model']} sigma_val {r['sigma_val']:g}: {100 * r['accuracy']:.2f}%{err}")
             return None
         points = result if isinstance(result, list) else [result] if result else []
         if not points:
@@ -958,6 +988,11 @@ class _Driver:
             e = last[-1]
             self.log(f"trained {task.spec.key}: {e['epoch']} epochs, clean test accuracy "
                      f"{100 * e['val_accuracy']:.2f}%")
+        if plan.attack is not None:  # NN_adv and the NN_vals of a transfer-attack preset
+            for e in last:
+                if e["epoch"] == plan.train.epochs:
+                    self.log(f"trained {e['model']} (adversarially, sigma_train {e['sigma_train']:g}): clean test "
+                             f"accuracy {100 * e['val_accuracy']:.2f}%")
 
 
 def _clean_scratch(folder: Path) -> None:
@@ -1016,30 +1051,31 @@ def _sweep_with(executor, plan: Plan, run_dir: Path, seed: int, data_dir, device
               for s in plan.sigma_train]
     summary.checkpoints = {t.spec.sigma_train: str(t.checkpoint) for t in trains}
 
-    if plan.extra.get("attack"):  # paper 2, sec. 4: NN_adv + NN_val(s), then transfer attacks
-        source, attacks = _attack_tasks(plan, trains, run_dir, seed, data_dir, device, progress)
-        schedule(executor, [[source], *[[t] for t in trains]], desc="training", progress=progress,
-                 on_result=driver.done, prepare=driver.prepare)
-        with driver.store() as store:
-            for e in store.epochs(plan.name):
-                if e["epoch"] == plan.train["epochs"]:
-                    log(f"trained {e['model']} (adversarially, sigma_train {e['sigma_train']:g}): clean test "
-                        f"accuracy {100 * e['val_accuracy']:.2f}%")
-        where = LocalExecutor() if getattr(executor, "remote", False) else executor  # they write the run directory
-        for rows in schedule(where, [[a] for a in attacks], desc="attacking", progress=progress):
-            summary.computed += 1
-            for r in rows:
-                err = f" +- {100 * r['stderr']:.2f}" if r["n_runs"] > 1 else ""
-                log(f"{r['kind']:>18} {r['model']} sigma_val {r['sigma_val']:g}: {100 * r['accuracy']:.2f}%{err}")
-        return summary
-
     common = dict(run_dir=str(run_dir), experiment=plan.name, seed=seed, data_dir=data_dir, device=device,
                   eval_limit=plan.eval_limit)
+    stages = [*attack_stages(plan, trains, **common), _measure_chains(plan, trains, summary, log, **common)]
+    for chains in stages:  # one after another: a stage may use what the earlier ones made (NN_adv's checkpoint)
+        schedule(executor, chains, desc="sweep", progress=progress, on_result=driver.done, prepare=driver.prepare)
+    _clean_scratch(models)
+    return summary
+
+
+def _measure_chains(plan: Plan, trains: list[TrainTask], summary: SweepSummary, log: Callable[[str], None],
+                    **common) -> list[list]:
+    """Each model's training followed by its points: noisy evaluation, voting, chips (``hardware_tasks``).
+
+    A model whose points are all in the store and whose checkpoint is gone is left out (and
+    said so). An attack preset's models are measured by their attacks (:func:`attack_stages`):
+    none here.
+    """
+    if plan.attack is not None:
+        return []
+    seed = common["seed"]
     vote_common = {**common, "eval_limit": plan.vote_limit or plan.eval_limit}
     from noisynn.engine import hardware_tasks  # a preset's [hardware] table: chips tasks, hardware-aware models
 
     aware = hardware_tasks.aware_train_tasks(plan, trains[0], seed) if trains else []
-    chains = []
+    chains: list[list] = []
     for t in [*trains, *aware]:
         evals = [EvalTask(checkpoint=str(t.checkpoint), sigma_val=v, runs=plan.runs, target=plan.target, **common)
                  for v in plan.sigma_val] if t not in aware else []
@@ -1053,9 +1089,7 @@ def _sweep_with(executor, plan: Plan, run_dir: Path, seed: int, data_dir, device
                 "here, and no longer needed")
             continue
         chains.append([t, *evals, *votes, *chips])
-    schedule(executor, chains, desc="sweep", progress=progress, on_result=driver.done, prepare=driver.prepare)
-    _clean_scratch(models)
-    return summary
+    return chains
 
 
 def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool:
@@ -1102,7 +1136,7 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
                  and r["noise"] == label and r["seed"] == seed]
         if stops:
             return stops[-1]["checkpoint"] == sha
-        epochs = plan.train.get("epochs")
+        epochs = plan.train.epochs
         return any(e["checkpoint"] == sha and e["epoch"] == epochs for e in store.epochs(plan.name)
                    if e["sigma_train"] == sigma and e["model"] == spec.model and e["noise"] == label
                    and e["seed"] == seed)

@@ -149,7 +149,7 @@ def _expected(meta: dict, points: list[dict]) -> dict | None:
     return {"models": len(st), "noisy": len(st) * len(sv), "sigma_train": sorted(st), "sigma_val": sorted(sv),
             "vote_sigma_val": sorted(sigma_key(v) for v in plan.vote_sigma_val),
             "vote": len(st) * len(plan.vote_sigma_val) * plan.votes if plan.votes else 0,
-            "epochs": int(plan.train.get("epochs", 0))}
+            "epochs": int(plan.train.epochs)}
 
 
 # -- collect: the run directory as plain data ----------------------------------------------------

@@ -160,7 +160,7 @@ def preset_signature(experiment: str) -> tuple[str, str, str, bool] | None:
         plan = load_plan(experiment, "paper")
     except PresetError:
         return None
-    adversarial = bool(plan.extra.get("attack") or plan.train.get("adversarial"))
+    adversarial = bool(plan.attack or plan.train.adversarial)
     return (plan.model, plan.dataset, plan.noise, adversarial)
 
 
