@@ -1,4 +1,11 @@
-"""The command-line tool through its real entry point (subprocesses), and its user errors."""
+"""The command-line tool and its user errors.
+
+The commands run in this process through typer's CliRunner: the very app ``python -m noisynn``
+runs (``noisynn.cli.main.app``, whose group turns every error into one ``error:`` line and exit
+code 2), without paying a new interpreter and a torch import for each call. The real entry point
+is run as a subprocess where the process boundary is the point: ``--version`` and a corrupt
+checkpoint refused by a real ``python -m noisynn evaluate``.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +35,23 @@ vote_sigma_val = "0.5"
 """
 
 
-def noisynn(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def entry_point(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real entry point, ``python -m noisynn``, in a subprocess."""
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "noisynn", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def noisynn(*args: str) -> subprocess.CompletedProcess:
+    """The same app in this process; an exception that escapes it (a traceback for a user) fails the test."""
+    from typer.testing import CliRunner
+
+    from noisynn.cli.main import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -71,7 +91,7 @@ def test_every_command_has_help():
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output
-    version = noisynn("--version")  # and the real entry point answers
+    version = entry_point("--version")  # and the real entry point answers
     assert version.returncode == 0 and version.stdout.startswith("noisynn ")
 
 
@@ -148,6 +168,7 @@ def test_user_errors_are_one_line(tmp_path, trained):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(trained.read_bytes()[: len(trained.read_bytes()) // 2])
     assert_user_error(noisynn("evaluate", str(broken)), "corrupt", str(broken))
+    assert_user_error(entry_point("evaluate", str(broken)), "corrupt", str(broken))  # and in a real process
     assert_user_error(noisynn("evaluate", str(tmp_path / "missing.safetensors")), "not found")
     # an out dir holding another experiment
     preset = tmp_path / "p.toml"
