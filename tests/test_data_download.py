@@ -133,6 +133,7 @@ def test_fetch_cifar10_checks_the_archive_md5(server, tmp_path):
         data.fetch("cifar10", data_dir=tmp_path / "d", base_url=f"{server}/nothing-here/")
 
 
+@pytest.mark.slow
 def test_cli_fetch(server, tmp_path):
     import typer
     from typer.testing import CliRunner

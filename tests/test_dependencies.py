@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 OPTIONAL = ("typer", "rich", "pooch", "platformdirs", "sklearn", "safetensors", "tqdm", "matplotlib")
 
 PRELUDE = f"""
@@ -44,6 +46,7 @@ def test_import_noisynn_and_its_layers_need_only_torch_and_numpy():
     assert done.stdout.split() == ["(2,", "10)", "[]"]
 
 
+@pytest.mark.slow
 def test_a_missing_extra_is_one_line_naming_it(tmp_path):
     done = _run(f"""
         import noisynn

@@ -101,6 +101,7 @@ def test_sampler_moments_and_tails_to_4_5_sigma(big_sample):
     assert big_sample.abs().max() > 5.0  # the tails are not cut at 4.5 sigma
 
 
+@pytest.mark.slow
 def test_sampler_kolmogorov_smirnov_on_ten_million(big_sample):
     assert ks_statistic(big_sample) < KS_CRITICAL
 
@@ -535,6 +536,7 @@ def test_kernel_words_are_philox_seeded_xoshiro128pp_and_normals_are_box_muller(
 
 
 # -- torch.compile: the operators trace, and the compiled reference step ---------------------
+@pytest.mark.slow
 def test_operators_fake_kernels_and_autograd_pass_torch_opcheck():
     x, h0, c0 = torch.randn(3, 5, 4), torch.randn(5, 6), torch.randn(5, 6)
     w, bias, seed = torch.randn(24, 10, requires_grad=True), torch.randn(24, requires_grad=True), torch.tensor([1, 2, 3])
@@ -546,6 +548,7 @@ def test_operators_fake_kernels_and_autograd_pass_torch_opcheck():
                           (x, h0, torch.randn(6, 10), None, False, 1, 0.5, seed, 2, False))
 
 
+@pytest.mark.slow
 def test_torch_compile_traces_a_noisy_model_through_the_operators_and_matches_eager():
     torch.manual_seed(0)
     lstm, head = noisynn.NoisyLSTM(5, 16), noisynn.NoisyLinear(16, 20)

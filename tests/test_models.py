@@ -79,6 +79,7 @@ def test_unknown_model_and_wrong_shapes_are_one_line_errors():
         noisynn.build_model("rnn-rows", colour=True)
 
 
+@pytest.mark.slow
 def test_deep_noise_injection_training_learns_on_real_digits():
     """lstm-rows (8 x 8 rows of sklearn's real digits) trained with noise learns far above chance."""
     torch.manual_seed(0)

@@ -174,6 +174,7 @@ def _invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
+@pytest.mark.slow
 def test_cli_sweep_of_a_user_preset_then_evaluate_and_report(npz, tmp_path):
     (tmp_path / "digits.npz").write_bytes(npz.read_bytes())
     (tmp_path / "user.toml").write_text(PRESET)
