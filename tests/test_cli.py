@@ -65,6 +65,17 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
 
 
 @pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint for the error checks, trained on two mini-batches (it need not have learnt anything)."""
+    out = tmp_path_factory.mktemp("tiny")
+    result = noisynn("train", "rnn-rows", "--dataset", "digits", "--noise", "additive", "--sigma", "0.5",
+                     "--epochs", "1", "--train-limit", "64", "--lr", "5e-3", "--out", str(out), "--device", "cpu",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    return Path(json.loads(result.stdout)["checkpoint"])
+
+
+@pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train")
     result = noisynn("train", "rnn-rows", "--dataset", "digits", "--noise", "additive", "--sigma", "0.5",
@@ -91,7 +102,11 @@ def test_every_command_has_help():
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output
-    version = entry_point("--version")  # and the real entry point answers
+
+
+@pytest.mark.slow
+def test_the_real_entry_point_answers():
+    version = entry_point("--version")
     assert version.returncode == 0 and version.stdout.startswith("noisynn ")
 
 
@@ -108,6 +123,7 @@ def test_presets_lists_every_paper_experiment():
             "paper2-voting", "demo"} <= names
 
 
+@pytest.mark.slow
 def test_train_resumes_and_evaluate_and_vote_read_the_checkpoint(trained):
     again = noisynn("train", "rnn-rows", "--dataset", "digits", "--noise", "additive", "--sigma", "0.5",
                     "--epochs", "2", "--lr", "5e-3", "--out", str(trained.parent.parent), "--device", "cpu", "--json")
@@ -127,6 +143,7 @@ def test_train_resumes_and_evaluate_and_vote_read_the_checkpoint(trained):
     assert table.returncode == 0 and "accuracy" in table.stdout
 
 
+@pytest.mark.slow
 def test_sweep_results_csv_and_json(tmp_path):
     preset = tmp_path / "p.toml"
     preset.write_text(PRESET)
@@ -146,10 +163,10 @@ def test_sweep_results_csv_and_json(tmp_path):
     assert json.loads(rerun.stdout)["computed"] == 0
 
 
-def test_user_errors_are_one_line(tmp_path, trained):
-    assert_user_error(noisynn("evaluate", str(trained), "--sigma", "1:0:0.1"), "malformed sigma range", "1:0:0.1")
-    assert_user_error(noisynn("evaluate", str(trained), "--sigma", "abc"), "malformed sigma range")
-    assert_user_error(noisynn("evaluate", str(trained), "--runs", "zero"), "--runs")
+def test_user_errors_are_one_line(tmp_path, checkpoint):
+    assert_user_error(noisynn("evaluate", str(checkpoint), "--sigma", "1:0:0.1"), "malformed sigma range", "1:0:0.1")
+    assert_user_error(noisynn("evaluate", str(checkpoint), "--sigma", "abc"), "malformed sigma range")
+    assert_user_error(noisynn("evaluate", str(checkpoint), "--runs", "zero"), "--runs")
     assert_user_error(noisynn("sweep", "no-such-preset", "--out", str(tmp_path / "x")), "unknown preset",
                       "noisynn presets")
     assert_user_error(noisynn("sweep", "demo", "--profile", "huge", "--out", str(tmp_path / "x")), "no profile 'huge'")
@@ -162,13 +179,12 @@ def test_user_errors_are_one_line(tmp_path, trained):
                       "unknown dataset 'imagenet'")
     # a checkpoint of other settings in the out dir
     assert_user_error(noisynn("train", "rnn-rows", "--dataset", "digits", "--noise", "additive", "--sigma", "0.5",
-                              "--epochs", "3", "--lr", "1e-3", "--out", str(trained.parent.parent)),
-                      "other settings", "lr")
+                              "--epochs", "3", "--train-limit", "64", "--lr", "1e-3", "--out",
+                              str(checkpoint.parent.parent)), "other settings", "lr")
     # a corrupt checkpoint file
     broken = tmp_path / "broken.safetensors"
-    broken.write_bytes(trained.read_bytes()[: len(trained.read_bytes()) // 2])
+    broken.write_bytes(checkpoint.read_bytes()[: len(checkpoint.read_bytes()) // 2])
     assert_user_error(noisynn("evaluate", str(broken)), "corrupt", str(broken))
-    assert_user_error(entry_point("evaluate", str(broken)), "corrupt", str(broken))  # and in a real process
     assert_user_error(noisynn("evaluate", str(tmp_path / "missing.safetensors")), "not found")
     # an out dir holding another experiment
     preset = tmp_path / "p.toml"
@@ -182,3 +198,11 @@ def test_user_errors_are_one_line(tmp_path, trained):
     assert_user_error(noisynn("sweep", str(preset), "--out", str(out)), "holds experiment 'something-else'",
                       "another --out")
     assert_user_error(noisynn("results", str(tmp_path / "nowhere")), "no results.sqlite")
+
+
+@pytest.mark.slow
+def test_the_real_entry_point_reports_a_user_error_in_one_line(tmp_path, checkpoint):
+    """What the in-process checks above cannot see: the interpreter's exit code and stderr of a real process."""
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(checkpoint.read_bytes()[: len(checkpoint.read_bytes()) // 2])
+    assert_user_error(entry_point("evaluate", str(broken)), "corrupt", str(broken))

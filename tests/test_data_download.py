@@ -105,6 +105,7 @@ def test_fetch_mnist_rejects_a_corrupted_copy(server, tmp_path):
     assert not any(folder.glob("*.gz")) and not any(folder.glob("*.part"))  # nothing bad landed
 
 
+@pytest.mark.slow
 def test_fetch_mnist_falls_back_to_the_next_mirror(server, tmp_path, monkeypatch):
     monkeypatch.setenv(mnist.ENV_URL, f"{server}/bad/mnist/, {server}/missing/, {server}/good/mnist/")
     data.fetch("mnist", data_dir=tmp_path / "d")

@@ -12,6 +12,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each check is a fresh interpreter importing torch
+
 OPTIONAL = ("typer", "rich", "pooch", "platformdirs", "sklearn", "safetensors", "tqdm", "matplotlib")
 
 PRELUDE = f"""
@@ -46,7 +48,6 @@ def test_import_noisynn_and_its_layers_need_only_torch_and_numpy():
     assert done.stdout.split() == ["(2,", "10)", "[]"]
 
 
-@pytest.mark.slow
 def test_a_missing_extra_is_one_line_naming_it(tmp_path):
     done = _run(f"""
         import noisynn

@@ -97,6 +97,7 @@ def test_training_learns_and_checkpoint_round_trips(trained_digits):
     assert acc == pytest.approx(result.metrics["val_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_uninterrupted(tmp_path):
     spec2 = TrainSpec("rnn-rows", "digits", "multiplicative", 0.5, epochs=2, lr=3e-3, seed=3)
     spec4 = TrainSpec("rnn-rows", "digits", "multiplicative", 0.5, epochs=4, lr=3e-3, seed=3)
@@ -131,6 +132,7 @@ def test_learning_curve_within_epochs_learns_and_leaves_the_weights_unchanged(tm
     assert points[-1]["val_loss"] < points[0]["val_loss"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     train(TrainSpec("rnn-rows", "digits", "additive", 0.0, epochs=1, seed=0), tmp_path / "m.safetensors",
           device="cpu", progress=False)

@@ -242,6 +242,7 @@ from noisynn.noise import PerSite, reference  # noqa: E402
 PLAIN = dict(inp_bits=0, out_bits=0)  # no rounding: the fast path and the definition agree to float precision
 
 
+@pytest.mark.slow
 def test_recurrent_evaluation_on_a_chip_matches_the_per_step_definition():
     """The bound path (weights prepared once, the fused cell) computes what model.product does step by step."""
     torch.manual_seed(9)

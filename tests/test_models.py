@@ -54,7 +54,8 @@ def test_densenet40_has_a_site_after_every_conv_and_the_classifier():
     assert all(isinstance(m, noisynn.NoiseSite) for m in convs)
 
 
-@pytest.mark.parametrize("name", list(noisynn.MODELS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("densenet") else n
+                                  for n in noisynn.MODELS])
 def test_every_model_runs_clean_and_noisy_on_its_input_shape(name):
     if name == "densenet100":
         pytest.skip("same code as densenet40, 7 M parameters: covered by densenet40")

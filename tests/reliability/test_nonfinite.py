@@ -21,7 +21,8 @@ from noisynn.errors import CheckpointError, NoisynnError
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("nan") / "m.safetensors"
-    train(TrainSpec("rnn-rows", "digits", "additive", 0.0, epochs=1, lr=5e-3), ckpt, device="cpu", progress=False)
+    train(TrainSpec("rnn-rows", "digits", "additive", 0.0, epochs=1, lr=5e-3, train_limit=64), ckpt, device="cpu",
+          progress=False)  # weights to poison: two mini-batches are enough
     return ckpt
 
 
@@ -36,7 +37,7 @@ def _poisoned(trained, tmp_path, value: float):
     return out
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("value", [pytest.param(float("nan"), marks=pytest.mark.slow), float("inf")])
 def test_a_checkpoint_with_non_finite_weights_is_refused(trained, tmp_path, value):
     bad = _poisoned(trained, tmp_path, value)
     with pytest.raises(CheckpointError, match=r"non-finite weights \(1 NaN/inf values in '.*weight"):

@@ -77,7 +77,7 @@ def assert_process_refused(result: subprocess.CompletedProcess, *fragments: str)
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained")
     code, out_text, err = cli("train", "rnn-rows", "--dataset", "digits", "--sigma", "0.5", "--epochs", "1",
-                              "--lr", "5e-3", "--out", out, "--device", "cpu", "--json")
+                              "--train-limit", "64", "--lr", "5e-3", "--out", out, "--device", "cpu", "--json")
     assert code == 0, err
     return Path(json.loads(out_text)["checkpoint"])
 
