@@ -241,6 +241,9 @@ def test_bad_factories_data_files_and_noise_parameters_are_one_line_errors(npz, 
         assert result.exit_code == 2, (args, result.output)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], (args, lines)
-    # and through the real entry point, once
+
+
+@pytest.mark.slow
+def test_a_bad_factory_through_the_real_entry_point_is_one_line(npz, tmp_path):
     result = _cli("train", "nope.mod:f", "--dataset", str(npz), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -34,6 +34,7 @@ sigma_val = "0,1"
 epochs = 2
 batch_size = 64
 lr = 5e-3
+train_limit = 256
 runs = {runs}
 {extra}
 """
