@@ -77,6 +77,7 @@ def test_pgd_rejects_bad_settings():
     assert PGD.mnist(model).restarts == 20 and PGD.cifar10(model).steps == 7
 
 
+@pytest.mark.slow
 def test_pgd_accuracy_far_below_clean_and_restarts_never_raise_it(digits_models):
     paths, _, test = digits_models
     model, _ = load_trained(paths["natural"])
@@ -92,6 +93,7 @@ def test_pgd_accuracy_far_below_clean_and_restarts_never_raise_it(digits_models)
     assert accs[-1] < accs[0] and accs[0] < clean_acc  # restarts matter at this small eps
 
 
+@pytest.mark.slow
 def test_eot_attack_on_a_noisy_model(digits_models):
     paths, _, test = digits_models
     model, _ = load_trained(paths["natural"])
@@ -102,6 +104,7 @@ def test_eot_attack_on_a_noisy_model(digits_models):
     assert _acc(model, x_adv, y) < _acc(model, x, y) - 0.5
 
 
+@pytest.mark.slow
 def test_adversarial_training_spec_identity(digits_models, tmp_path):
     paths, specs, test = digits_models
     natural, source = specs["natural"], specs["source"]
@@ -123,6 +126,7 @@ def test_adversarial_training_spec_identity(digits_models, tmp_path):
     assert robust["source"] > robust["natural"] + 0.1, robust
 
 
+@pytest.mark.slow
 def test_transfer_pipeline_writes_points_and_resumes(digits_models, tmp_path):
     paths, _, _ = digits_models
     kw = dict(sigma_val=(0.0, 0.3), runs=3, limit=120, settings={"eps": 0.2, "alpha": 0.05, "steps": 5,
@@ -148,6 +152,7 @@ def test_transfer_pipeline_writes_points_and_resumes(digits_models, tmp_path):
     assert [r["accuracy"] for r in again.rows] == [r["accuracy"] for r in report.rows]
 
 
+@pytest.mark.slow
 def test_attack_cli_json_and_errors(digits_models, tmp_path):
     from noisynn.cli.main import app
 

@@ -67,6 +67,7 @@ def test_the_same_chip_programs_the_same_weights_and_other_chips_other_weights()
     assert bool((ratio[day.abs() > 0.05] <= 1 + 1e-6).all())
 
 
+@pytest.mark.slow
 def test_reads_of_one_chip_agree_without_read_noise_and_chips_differ(trained, digits):
     _, test = digits
     quiet_reads = PCM(t=86400.0, inp_bits=8, out_bits=8)  # programming, drift, 1/f: fixed per chip; nothing per read
@@ -81,6 +82,7 @@ def test_reads_of_one_chip_agree_without_read_noise_and_chips_differ(trained, di
         r[:1] for r in res.accuracies[2:])  # chip k is chip k, whichever chips are evaluated with it
 
 
+@pytest.mark.slow
 def test_the_two_spreads_are_those_of_the_accuracy_matrix(trained, digits):
     _, test = digits
     noisy = PCM(t=3600.0, inp_bits=6, out_bits=6, out_noise=0.3)  # strong per-read noise: reads differ
@@ -102,6 +104,7 @@ def test_the_two_spreads_are_those_of_the_accuracy_matrix(trained, digits):
     assert spreads.read_spread == pytest.approx((math.sqrt(0.02) + 0.0) / 2)
 
 
+@pytest.mark.slow
 def test_drift_lowers_accuracy_without_compensation_and_compensation_restores_it(trained, digits):
     _, test = digits
     rows = time_sweep(trained, test, PCM(inp_bits=8, out_bits=8, out_noise=0.02), times=(1.0, 31536000.0),
@@ -115,6 +118,7 @@ def test_drift_lowers_accuracy_without_compensation_and_compensation_restores_it
     assert all(r.as_dict()["chips"] == 3 and r.as_dict()["reads"] == 2 for r in rows)
 
 
+@pytest.mark.slow
 def test_per_site_models_and_bad_arguments(trained, digits):
     _, test = digits
     routed = PerSite({"1": PCM(t=60.0)}, default=PCM(t=60.0, prog_noise_scale=0.0))

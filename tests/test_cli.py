@@ -1,4 +1,11 @@
-"""The command-line tool through its real entry point (subprocesses), and its user errors."""
+"""The command-line tool and its user errors.
+
+The commands run in this process through typer's CliRunner: the very app ``python -m noisynn``
+runs (``noisynn.cli.main.app``, whose group turns every error into one ``error:`` line and exit
+code 2), without paying a new interpreter and a torch import for each call. The real entry point
+is run as a subprocess where the process boundary is the point: ``--version`` and a corrupt
+checkpoint refused by a real ``python -m noisynn evaluate``.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +35,23 @@ vote_sigma_val = "0.5"
 """
 
 
-def noisynn(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def entry_point(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real entry point, ``python -m noisynn``, in a subprocess."""
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "noisynn", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def noisynn(*args: str) -> subprocess.CompletedProcess:
+    """The same app in this process; an exception that escapes it (a traceback for a user) fails the test."""
+    from typer.testing import CliRunner
+
+    from noisynn.cli.main import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -42,6 +62,17 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint for the error checks, trained on two mini-batches (it need not have learnt anything)."""
+    out = tmp_path_factory.mktemp("tiny")
+    result = noisynn("train", "rnn-rows", "--dataset", "digits", "--noise", "additive", "--sigma", "0.5",
+                     "--epochs", "1", "--train-limit", "64", "--lr", "5e-3", "--out", str(out), "--device", "cpu",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    return Path(json.loads(result.stdout)["checkpoint"])
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +102,11 @@ def test_every_command_has_help():
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output
-    version = noisynn("--version")  # and the real entry point answers
+
+
+@pytest.mark.slow
+def test_the_real_entry_point_answers():
+    version = entry_point("--version")
     assert version.returncode == 0 and version.stdout.startswith("noisynn ")
 
 
@@ -88,6 +123,7 @@ def test_presets_lists_every_paper_experiment():
             "paper2-voting", "demo"} <= names
 
 
+@pytest.mark.slow
 def test_train_resumes_and_evaluate_and_vote_read_the_checkpoint(trained):
     again = noisynn("train", "rnn-rows", "--dataset", "digits", "--noise", "additive", "--sigma", "0.5",
                     "--epochs", "2", "--lr", "5e-3", "--out", str(trained.parent.parent), "--device", "cpu", "--json")
@@ -107,6 +143,7 @@ def test_train_resumes_and_evaluate_and_vote_read_the_checkpoint(trained):
     assert table.returncode == 0 and "accuracy" in table.stdout
 
 
+@pytest.mark.slow
 def test_sweep_results_csv_and_json(tmp_path):
     preset = tmp_path / "p.toml"
     preset.write_text(PRESET)
@@ -126,10 +163,10 @@ def test_sweep_results_csv_and_json(tmp_path):
     assert json.loads(rerun.stdout)["computed"] == 0
 
 
-def test_user_errors_are_one_line(tmp_path, trained):
-    assert_user_error(noisynn("evaluate", str(trained), "--sigma", "1:0:0.1"), "malformed sigma range", "1:0:0.1")
-    assert_user_error(noisynn("evaluate", str(trained), "--sigma", "abc"), "malformed sigma range")
-    assert_user_error(noisynn("evaluate", str(trained), "--runs", "zero"), "--runs")
+def test_user_errors_are_one_line(tmp_path, checkpoint):
+    assert_user_error(noisynn("evaluate", str(checkpoint), "--sigma", "1:0:0.1"), "malformed sigma range", "1:0:0.1")
+    assert_user_error(noisynn("evaluate", str(checkpoint), "--sigma", "abc"), "malformed sigma range")
+    assert_user_error(noisynn("evaluate", str(checkpoint), "--runs", "zero"), "--runs")
     assert_user_error(noisynn("sweep", "no-such-preset", "--out", str(tmp_path / "x")), "unknown preset",
                       "noisynn presets")
     assert_user_error(noisynn("sweep", "demo", "--profile", "huge", "--out", str(tmp_path / "x")), "no profile 'huge'")
@@ -142,11 +179,11 @@ def test_user_errors_are_one_line(tmp_path, trained):
                       "unknown dataset 'imagenet'")
     # a checkpoint of other settings in the out dir
     assert_user_error(noisynn("train", "rnn-rows", "--dataset", "digits", "--noise", "additive", "--sigma", "0.5",
-                              "--epochs", "3", "--lr", "1e-3", "--out", str(trained.parent.parent)),
-                      "other settings", "lr")
+                              "--epochs", "3", "--train-limit", "64", "--lr", "1e-3", "--out",
+                              str(checkpoint.parent.parent)), "other settings", "lr")
     # a corrupt checkpoint file
     broken = tmp_path / "broken.safetensors"
-    broken.write_bytes(trained.read_bytes()[: len(trained.read_bytes()) // 2])
+    broken.write_bytes(checkpoint.read_bytes()[: len(checkpoint.read_bytes()) // 2])
     assert_user_error(noisynn("evaluate", str(broken)), "corrupt", str(broken))
     assert_user_error(noisynn("evaluate", str(tmp_path / "missing.safetensors")), "not found")
     # an out dir holding another experiment
@@ -161,3 +198,11 @@ def test_user_errors_are_one_line(tmp_path, trained):
     assert_user_error(noisynn("sweep", str(preset), "--out", str(out)), "holds experiment 'something-else'",
                       "another --out")
     assert_user_error(noisynn("results", str(tmp_path / "nowhere")), "no results.sqlite")
+
+
+@pytest.mark.slow
+def test_the_real_entry_point_reports_a_user_error_in_one_line(tmp_path, checkpoint):
+    """What the in-process checks above cannot see: the interpreter's exit code and stderr of a real process."""
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(checkpoint.read_bytes()[: len(checkpoint.read_bytes()) // 2])
+    assert_user_error(entry_point("evaluate", str(broken)), "corrupt", str(broken))

@@ -78,7 +78,8 @@ def test_digits_shapes_ranges_and_held_out_split():
 # ------------------------------------------------------------------ MNIST
 
 
-@pytest.mark.parametrize("split,counts", [("train", MNIST_TRAIN_COUNTS), ("test", MNIST_TEST_COUNTS)])
+@pytest.mark.parametrize("split,counts", [pytest.param("train", MNIST_TRAIN_COUNTS, marks=pytest.mark.slow),
+                                          ("test", MNIST_TEST_COUNTS)])
 def test_mnist_shapes_ranges_and_label_counts(shared_env, split, counts):
     ds = data.load("mnist", split)
     n = sum(counts)
@@ -93,6 +94,7 @@ def test_mnist_shapes_ranges_and_label_counts(shared_env, split, counts):
     assert rows.x.shape == (n, 28, 28) and torch.equal(rows.x[:5], ds.x[:5, 0])
 
 
+@pytest.mark.slow
 def test_mnist_reload_from_cache_is_fast(shared_env):
     data.load("mnist", "train")
     start = time.perf_counter()
@@ -117,6 +119,7 @@ def _expected_sequence(rows: np.ndarray, coords: str, markers: str) -> np.ndarra
     return out
 
 
+@pytest.mark.slow
 def test_strokes_shapes_labels_and_length_histogram(shared_env):
     train, test = data.load("mnist-strokes", "train"), data.load("mnist-strokes", "test")
     assert train.x.shape == (60_000, 50, 2) and test.x.shape == (10_000, 50, 2)
@@ -133,6 +136,7 @@ def test_strokes_shapes_labels_and_length_histogram(shared_env):
     assert 0.05 < (lengths > 50).double().mean().item() < 0.3  # some are truncated
 
 
+@pytest.mark.slow
 def test_strokes_padding_is_exactly_zero_after_the_last_point(shared_env):
     ds = data.load("mnist-strokes", "train")
     steps = ds.meta["lengths"].clamp(max=50)
@@ -161,6 +165,7 @@ def test_strokes_first_50_points_match_the_npz_rows(shared_env, coords, markers)
         assert torch.equal(ds.meta["lengths"], torch.from_numpy(lengths.astype(np.int64)))
 
 
+@pytest.mark.slow
 def test_strokes_from_original_text_tarballs_equal_the_npz(shared_env, tmp_path, own_cache):
     folder = tmp_path / "mnist-strokes"
     folder.mkdir()
@@ -330,8 +335,8 @@ def _checksum_mismatch(f: Path) -> str:
         (_truncated, IMAGES, "truncated gzip"),
         (_corrupt, IMAGES, "corrupt gzip"),
         (_not_gzip, LABELS, "corrupt gzip"),
-        (_wrong_magic, IMAGES, "wrong magic number"),
-        (_size_mismatch, IMAGES, "size mismatch"),
+        pytest.param(_wrong_magic, IMAGES, "wrong magic number", marks=pytest.mark.slow),
+        pytest.param(_size_mismatch, IMAGES, "size mismatch", marks=pytest.mark.slow),
         (_checksum_mismatch, IMAGES, "SHA-256 .*mismatch"),
     ],
     ids=["missing", "truncated", "corrupt", "not-gzip", "wrong-magic", "size-mismatch", "checksum"],
@@ -491,6 +496,7 @@ def _data_app():
     return app, CliRunner()
 
 
+@pytest.mark.slow
 def test_cli_data_check_on_the_shared_folder(shared_data, session_cache):
     env = {store.ENV_DATA_DIR: str(shared_data), store.ENV_CACHE_DIR: str(session_cache)}
     table = _cli("data", "check", env=env)
@@ -506,6 +512,7 @@ def test_cli_data_check_on_the_shared_folder(shared_data, session_cache):
     assert status == {"digits": "OK", "mnist": "OK", "mnist-strokes": "OK", "cifar10": "partial"}
 
 
+@pytest.mark.slow
 def test_cli_reports_data_errors_in_one_line(shared_data, tmp_path, session_cache):
     folder = _mnist_copy(shared_data, tmp_path)
     _truncated(folder / IMAGES)

@@ -105,6 +105,7 @@ def test_fetch_mnist_rejects_a_corrupted_copy(server, tmp_path):
     assert not any(folder.glob("*.gz")) and not any(folder.glob("*.part"))  # nothing bad landed
 
 
+@pytest.mark.slow
 def test_fetch_mnist_falls_back_to_the_next_mirror(server, tmp_path, monkeypatch):
     monkeypatch.setenv(mnist.ENV_URL, f"{server}/bad/mnist/, {server}/missing/, {server}/good/mnist/")
     data.fetch("mnist", data_dir=tmp_path / "d")
@@ -133,6 +134,7 @@ def test_fetch_cifar10_checks_the_archive_md5(server, tmp_path):
         data.fetch("cifar10", data_dir=tmp_path / "d", base_url=f"{server}/nothing-here/")
 
 
+@pytest.mark.slow
 def test_cli_fetch(server, tmp_path):
     import typer
     from typer.testing import CliRunner

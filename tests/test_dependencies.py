@@ -10,6 +10,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each check is a fresh interpreter importing torch
+
 OPTIONAL = ("typer", "rich", "pooch", "platformdirs", "sklearn", "safetensors", "tqdm", "matplotlib")
 
 PRELUDE = f"""

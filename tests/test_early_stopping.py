@@ -35,6 +35,7 @@ def stopped(tmp_path_factory):
     return ckpt, result, epochs
 
 
+@pytest.mark.slow
 def test_stops_on_patience_before_the_cap_and_keeps_the_best_weights(stopped):
     ckpt, result, epochs = stopped
     es = result.stopping
@@ -50,6 +51,7 @@ def test_stops_on_patience_before_the_cap_and_keeps_the_best_weights(stopped):
     assert meta["last_metrics"]["epoch"] == es["epochs_run"]
 
 
+@pytest.mark.slow
 def test_a_stopped_run_trains_no_more(stopped):
     ckpt, result, _ = stopped
     again = train(spec(30), ckpt, device="cpu", progress=False, on_epoch=lambda m: pytest.fail("trained again"))
@@ -68,6 +70,7 @@ def _straight_and_killed(tmp_path: Path, s: TrainSpec, kill_after: int) -> tuple
     return tmp_path / "straight.safetensors", tmp_path / "killed.safetensors"
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_bit_identically(tmp_path):
     s = spec(5, lr=0.1)
     straight, killed = _straight_and_killed(tmp_path, s, kill_after=1)
@@ -80,6 +83,7 @@ def test_a_killed_run_resumes_bit_identically(tmp_path):
         assert weights_sha(a) == weights_sha(b), a.name
 
 
+@pytest.mark.slow
 def test_raising_the_cap_goes_on_from_the_last_epoch_bit_identically(tmp_path):
     s8 = spec(4, lr=0.02, early_stopping={"holdout": 150, "patience": 4})  # patience = cap: stops at the cap
     first = train(spec(2, lr=0.02, early_stopping=s8.early_stopping), tmp_path / "a.safetensors", device="cpu",
@@ -93,6 +97,7 @@ def test_raising_the_cap_goes_on_from_the_last_epoch_bit_identically(tmp_path):
     assert weights_sha(last_path(tmp_path / "a.safetensors")) == weights_sha(last_path(tmp_path / "b.safetensors"))
 
 
+@pytest.mark.slow
 def test_the_held_out_samples_are_the_last_ones_and_not_trained_on(stopped):
     full = load_data("rnn-rows", "digits", "train", limit=600)
     fit, held = split_holdout(spec(30), full)
@@ -138,6 +143,7 @@ runs = 2
 """
 
 
+@pytest.mark.slow
 def test_a_sweep_records_the_stop_and_evaluates_the_best_weights(tmp_path):
     preset = tmp_path / "es.toml"
     preset.write_text(PRESET)

@@ -85,6 +85,7 @@ def grid(run_dir: Path) -> list[tuple]:
                  p["checkpoint"]) for p in store.points()]
 
 
+@pytest.mark.slow
 def test_training_learns_and_checkpoint_round_trips(trained_digits):
     result, model, meta, test = trained_digits
     assert result.epochs_run == 6
@@ -116,6 +117,7 @@ def test_checkpoint_meta_is_the_checkpoints_json_unchanged(trained_digits):
         CheckpointMeta.from_dict({k: v for k, v in document.items() if k != "sample_shape"})
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_uninterrupted(tmp_path):
     spec2 = TrainSpec("rnn-rows", "digits", "multiplicative", 0.5, epochs=2, lr=3e-3, seed=3)
     spec4 = TrainSpec("rnn-rows", "digits", "multiplicative", 0.5, epochs=4, lr=3e-3, seed=3)
@@ -130,6 +132,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     assert resumed.metrics["val_accuracy"] == straight.metrics["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_learning_curve_within_epochs_learns_and_leaves_the_weights_unchanged(tmp_path):
     """curve_every records clean validation every N mini-batches (paper 2, fig. 3) without touching training."""
     spec = TrainSpec("lstm-rows", "digits", "additive", 0.5, epochs=2, batch_size=32, lr=5e-3, seed=4)
@@ -149,6 +152,7 @@ def test_learning_curve_within_epochs_learns_and_leaves_the_weights_unchanged(tm
     assert points[-1]["val_loss"] < points[0]["val_loss"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     train(TrainSpec("rnn-rows", "digits", "additive", 0.0, epochs=1, seed=0), tmp_path / "m.safetensors",
           device="cpu", progress=False)
@@ -157,6 +161,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
               device="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_evaluation_runs_statistics_and_reproducibility(trained_digits):
     _, model, meta, test = trained_digits
     clean = evaluate_point(model, test, "additive", 0.0, runs=40)
@@ -173,6 +178,7 @@ def test_evaluation_runs_statistics_and_reproducibility(trained_digits):
     assert mean == pytest.approx(sum(a.accuracies) / 12)
 
 
+@pytest.mark.slow
 def test_runs_auto_stops_at_the_target(trained_digits):
     _, model, _, test = trained_digits
     loose = evaluate_point(model, test, "additive", 0.3, runs="auto", target=0.05, max_runs=100)
@@ -196,6 +202,7 @@ def test_majority_vote_counts_and_breaks_ties_by_summed_softmax():
     assert majority_vote(tie)[1].item() == 0
 
 
+@pytest.mark.slow
 def test_voting_accuracy_rises_with_k_at_high_sigma(trained_digits):
     _, model, _, test = trained_digits
     acc, _ = vote_curve(model, test, "additive", 1.0, 15, trials=3, seed=2)
@@ -214,6 +221,7 @@ def test_parse_range():
             parse_range(bad)
 
 
+@pytest.mark.slow
 def test_sweep_records_the_learning_curve_within_epochs(reference_run):
     with ResultStore(reference_run / "results.sqlite") as store:
         curve = store.curve()
@@ -244,6 +252,7 @@ def test_the_run_directory_holds_exactly_what_rundir_names(tiny_preset, referenc
     assert last == {read_metadata(c)["weights_sha256"] for c in checkpoints}
 
 
+@pytest.mark.slow
 def test_voting_uses_the_profiles_vote_limit_and_evaluation_the_whole_test_set(reference_run):
     with ResultStore(reference_run / "results.sqlite") as store:
         votes, noisy = store.points(kind="vote"), store.points(kind="noisy")
@@ -261,6 +270,7 @@ def store_runs(run: Path, point_id: int) -> list[float]:
         return store.run_accuracies(point_id)
 
 
+@pytest.mark.slow
 def test_sweep_skips_finished_work_and_owns_its_directory(tiny_preset, reference_run):
     before = grid(reference_run)
     again = run_sweep(load_plan(tiny_preset, "quick"), reference_run, device="cpu", progress=False,
@@ -298,6 +308,7 @@ def _kill_when(cmd: list[str], db: Path, table: str, at_least: int, timeout: flo
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_and_mid_evaluation_then_resume(tiny_preset, reference_run, tmp_path):
     run = tmp_path / "killed"
     db = run / "results.sqlite"
@@ -355,6 +366,7 @@ def test_schedule_stops_at_the_first_failure_after_handling_what_finished():
     assert log == ["train0", "eval0", "train1"] and handled == ["train0", "eval0"]
 
 
+@pytest.mark.slow
 def test_a_kept_store_resumes_without_checkpoints(tiny_preset, reference_run, tmp_path):
     """A committed results.sqlite (checkpoints are never committed) is enough to go on from."""
     import shutil
@@ -374,6 +386,7 @@ def test_a_kept_store_resumes_without_checkpoints(tiny_preset, reference_run, tm
     assert grid(run) == grid(reference_run)  # the retrained model is the same model, to the bit
 
 
+@pytest.mark.slow
 def test_a_sweep_in_two_worker_processes_equals_the_one_in_this_process(tiny_preset, reference_run, tmp_path):
     from noisynn.engine.sweep import ProcessExecutor
 
@@ -410,6 +423,7 @@ runs = 3
 """
 
 
+@pytest.mark.slow
 def test_real_mnist_lstm_rows_sweep_degrades_without_dni_and_holds_with_it(shared_data, tmp_path, monkeypatch):
     """paper1-lstm-rows in miniature on real MNIST: the paper's qualitative result, asserted."""
     monkeypatch.setenv("NOISYNN_DATA_DIR", str(shared_data))

@@ -52,6 +52,7 @@ def test_every_example_is_tested_and_documented():
         assert text.startswith('"""') and f"python examples/{s}" in text, f"{s}: docstring saying how to run it"
 
 
+@pytest.mark.slow
 @needs_api
 def test_example_01():
     out = run("01_convert_your_cnn.py")
@@ -64,6 +65,7 @@ def test_example_01():
     assert "features.1" in out and "BN(Wx + b)" in out and "GAP" not in out
 
 
+@pytest.mark.slow
 def test_example_02():
     out = run("02_dni_in_your_training_loop.py")
     table = rows(out, "conventional|DNI")  # clean %, noisy %, (sd)
@@ -73,6 +75,7 @@ def test_example_02():
     assert table["DNI"][1] > table["conventional"][1] - 2, out  # DNI is not worse at sigma_val 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
                     reason="HF transformers is not installed (it is in the test extra: pip install -e '.[test]')")
 def test_example_03():
@@ -88,6 +91,7 @@ def test_example_03():
     assert table["0.30"][0] > loss0, out  # noise costs something
 
 
+@pytest.mark.slow
 @needs_api
 def test_example_04():
     out = run("04_custom_noise_model.py")

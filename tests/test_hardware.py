@@ -206,9 +206,17 @@ def test_papers_networks_run_on_a_pcm_chip_and_drift_hurts_without_compensation(
     assert torch.allclose(quiet, clean, atol=1e-4)  # the folded convs are the analog products
     assert not torch.allclose(year, clean, atol=1e-2)
     lstm = noisynn.build_model("lstm-rows").eval()
-    with torch.no_grad(), PCM(t=3600.0, inp_bits=8, out_bits=8):
-        out = lstm(torch.rand(4, 28, 28))
-    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    seq = torch.rand(4, 28, 28)
+    with torch.no_grad():
+        with noisynn.clean():
+            clean_logits = lstm(seq)
+        with PCM(t=3600.0, inp_bits=8, out_bits=8):
+            out = lstm(seq)
+    assert out.shape == (4, 10)
+    # the chip computes the same network (its logits follow the clean ones: r ~ 0.995, NaN fails) with its own
+    # errors (programming, drift, read noise: ~0.01 off, where the 8-bit rounding alone is ~0.0015 off)
+    assert torch.corrcoef(torch.stack([out.flatten(), clean_logits.flatten()]))[0, 1] > 0.9
+    assert not torch.allclose(out, clean_logits, atol=5e-3)
 
 
 def test_configs_round_trip_and_bad_parameters_are_refused():
@@ -234,6 +242,7 @@ from noisynn.noise import PerSite, reference  # noqa: E402
 PLAIN = dict(inp_bits=0, out_bits=0)  # no rounding: the fast path and the definition agree to float precision
 
 
+@pytest.mark.slow
 def test_recurrent_evaluation_on_a_chip_matches_the_per_step_definition():
     """The bound path (weights prepared once, the fused cell) computes what model.product does step by step."""
     torch.manual_seed(9)

@@ -149,6 +149,7 @@ def _std(values):
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
 
 
+@pytest.mark.slow
 def test_a_hardware_sweep_writes_chips_points_with_both_spreads(swept):
     plan, run, summary, _ = swept
     with ResultStore(run / "results.sqlite", readonly=True) as store:
@@ -179,6 +180,7 @@ def test_a_hardware_sweep_writes_chips_points_with_both_spreads(swept):
     assert summary.computed == 1 + 2 * (4 + 1)  # the clean point of the sigma_train grid, then the chips tasks
 
 
+@pytest.mark.slow
 def test_a_hardware_sweep_resumes_without_measuring_again(swept, tmp_path):
     plan, run, _, _ = swept
     db = run / "results.sqlite"
@@ -200,6 +202,7 @@ def test_a_hardware_sweep_resumes_without_measuring_again(swept, tmp_path):
         assert len(store.chip_points(plan.name)) == 12
 
 
+@pytest.mark.slow
 def test_a_changed_hardware_setting_is_measured_again(swept, tmp_path):
     plan, run, _, _ = swept
     import shutil
@@ -215,6 +218,7 @@ def test_a_changed_hardware_setting_is_measured_again(swept, tmp_path):
         assert {r["n_reads"] for r in store.chip_points() if not r["kind"].startswith("chips-vote")} == {3}
 
 
+@pytest.mark.slow
 def test_the_report_draws_accuracy_against_time_with_chip_bands(swept, tmp_path):
     from noisynn.report.builder import build_report
 

@@ -168,6 +168,7 @@ def _sigma(task) -> float:
     return float(Path(task.checkpoint).stem.split("-s")[1][:4])
 
 
+@pytest.mark.slow
 def test_a_ray_sweep_equals_the_local_one_and_only_the_driver_writes(preset, reference, cluster, tmp_path):
     run = tmp_path / "ray"
     executor = RayExecutor(cpus_per_task=1)
@@ -193,6 +194,7 @@ def test_a_ray_sweep_equals_the_local_one_and_only_the_driver_writes(preset, ref
     assert again.computed == 0 and again.skipped == 2 * 2 + 2  # nothing finished is submitted again
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_task_is_retried_and_the_table_is_unchanged(preset, reference, cluster, tmp_path):
     """SIGKILLed Ray workers (a training epoch of model 0.8, the evaluation of model 0 at sigma_val 1), with the
     checkpoints on a folder every worker sees (--storage): Ray runs both tasks again, nothing differs."""
@@ -220,6 +222,7 @@ def test_a_worker_killed_mid_task_is_retried_and_the_table_is_unchanged(preset, 
     assert not [p for p in storage.rglob("*") if p.name.endswith((".tmp", ".work")) or p.name.startswith("keep-")]
 
 
+@pytest.mark.slow
 def test_a_noisynn_error_in_a_task_ends_the_sweep_in_one_line_and_keeps_what_finished(preset, reference, cluster,
                                                                                        tmp_path):
     message = "digits test split is corrupt (injected on the worker): run noisynn data check"
@@ -277,6 +280,7 @@ def _kill_when(cmd: list[str], db: Path, what: str, at_least: int, timeout: floa
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_without_recomputing_or_retraining(preset, reference, cluster, tmp_path):
     run = tmp_path / "run"
     db = run / "results.sqlite"
@@ -299,6 +303,7 @@ def test_a_killed_driver_resumes_without_recomputing_or_retraining(preset, refer
     assert table(run) == table(reference)
 
 
+@pytest.mark.slow
 def test_an_unreachable_head_node_is_one_line_naming_it(preset, tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -326,6 +331,7 @@ def test_ray_options_need_the_ray_executor_and_ray_itself(monkeypatch):
         make_executor("ray")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_damaged_on_the_way_is_refused_and_the_one_on_disk_kept(reference, tmp_path):
     from noisynn.engine.sweep import _place
 
@@ -341,6 +347,7 @@ def test_a_checkpoint_damaged_on_the_way_is_refused_and_the_one_on_disk_kept(ref
     assert target.read_bytes() == before and not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_a_submitit_executor_is_one_small_class_and_gives_the_same_table(preset, reference, tmp_path):
     """The executor interface on another back end: every task a job of submitit's local back end (SLURM's stand-in).
     One model of the same preset (the 0.8 row: seeding by coordinates makes it the same model and the same points)."""
@@ -360,6 +367,7 @@ def test_a_submitit_executor_is_one_small_class_and_gives_the_same_table(preset,
                                                           r[3] if name == "stopping" else r[0]) == 0.8], name
 
 
+@pytest.mark.slow
 def test_the_python_api_takes_the_ray_executor(cluster, tmp_path):
     kwargs = dict(noise="additive", sigma_train="0.5", sigma_val="0,1", runs=2, epochs=1, train_limit=300,
                   device="cpu", experiment="api")

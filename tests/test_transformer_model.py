@@ -106,6 +106,7 @@ def test_per_site_noise_reaches_exactly_the_chosen_sites():
             assert not torch.equal(model(x), clean)
 
 
+@pytest.mark.slow
 def test_deep_noise_injection_steps_lower_the_loss_on_digits():
     torch.manual_seed(0)
     from noisynn.data import load

@@ -42,6 +42,7 @@ def trained(npz, tmp_path_factory) -> Path:
     return ckpt
 
 
+@pytest.mark.slow
 def test_factory_on_npz_learns_resumes_identically_and_detects_a_changed_file(npz, trained, tmp_path):
     spec = lambda epochs: TrainSpec("helpers_user:tiny_mlp", str(npz), "additive", 0.3, epochs=epochs,  # noqa: E731
                                     lr=3e-3, seed=1)
@@ -70,6 +71,7 @@ def test_factory_on_npz_learns_resumes_identically_and_detects_a_changed_file(np
         load_for_evaluation(ckpt, device="cpu")
 
 
+@pytest.mark.slow
 def test_evaluate_with_a_custom_noise_class_swept_by_its_own_parameter(trained, npz):
     table = noisynn.evaluate(trained, npz, noise=UniformNoise(0.0), sigmas=[0, 1.5, 4], runs=4, device="cpu")
     assert table.column("sigma_val") == [0.0, 1.5, 4.0] and table.column("noise") == ["UniformNoise"] * 3
@@ -82,6 +84,7 @@ def test_evaluate_with_a_custom_noise_class_swept_by_its_own_parameter(trained, 
     assert "sigma_val" in str(table) and table.to_csv().count("\n") == 4
 
 
+@pytest.mark.slow
 def test_evaluate_with_persite_and_a_plain_module_on_tensors(trained, npz):
     clean = noisynn.evaluate(trained, npz, noise="additive", sigmas=0, device="cpu").column("accuracy")[0]
     model, _ = load_trained(trained)
@@ -104,6 +107,7 @@ def test_evaluate_with_persite_and_a_plain_module_on_tensors(trained, npz):
     assert t.column("model") == ["Sequential"] * 2 and t.column("n_runs") == [1, 2]
 
 
+@pytest.mark.slow
 def test_sweep_writes_the_store_the_table_shows_and_resumes(npz, tmp_path):
     kwargs = dict(noise="helpers_user:UniformNoise", sigma_train="0,1", sigma_val="0,2", runs=3, epochs=2, lr=3e-3,
                   votes=2, vote_sigma_val="2", out=tmp_path / "run", device="cpu")
@@ -126,6 +130,7 @@ def test_sweep_writes_the_store_the_table_shows_and_resumes(npz, tmp_path):
     assert rerun.rows == table.rows
 
 
+@pytest.mark.slow
 def test_a_lambda_factory_works_in_process_and_its_checkpoint_names_the_fix(npz, tmp_path):
     factory = lambda: helpers_user.tiny_mlp(hidden=16)  # noqa: E731 - not importable
     table = noisynn.sweep(factory, npz, sigma_train="0", sigma_val="0", runs=1, epochs=1, lr=3e-3,
@@ -174,6 +179,7 @@ def _invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
+@pytest.mark.slow
 def test_cli_sweep_of_a_user_preset_then_evaluate_and_report(npz, tmp_path):
     (tmp_path / "digits.npz").write_bytes(npz.read_bytes())
     (tmp_path / "user.toml").write_text(PRESET)
@@ -235,6 +241,9 @@ def test_bad_factories_data_files_and_noise_parameters_are_one_line_errors(npz, 
         assert result.exit_code == 2, (args, result.output)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], (args, lines)
-    # and through the real entry point, once
+
+
+@pytest.mark.slow
+def test_a_bad_factory_through_the_real_entry_point_is_one_line(npz, tmp_path):
     result = _cli("train", "nope.mod:f", "--dataset", str(npz), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

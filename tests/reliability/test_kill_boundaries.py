@@ -23,6 +23,8 @@ import pytest
 
 from noisynn.engine.checkpoint import read_metadata
 
+pytestmark = pytest.mark.slow  # real sweeps in subprocesses, killed and resumed: minutes
+
 PRESET = """
 name = "kills"
 title = "tiny sweep killed at every write boundary"

@@ -8,6 +8,7 @@ with a message saying what changed, whenever that differs.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import warnings
 from pathlib import Path
@@ -33,6 +34,7 @@ sigma_val = "0,1"
 epochs = 2
 batch_size = 64
 lr = 5e-3
+train_limit = 256
 runs = {runs}
 {extra}
 """
@@ -51,11 +53,20 @@ def _rows(run: Path) -> dict[float, tuple[int, float, str]]:
         return {p["sigma_val"]: (p["n_runs"], p["created"], p["measurement"]) for p in store.points()}
 
 
-@pytest.fixture
-def first(tmp_path):
-    run = tmp_path / "run"
-    summary, _ = _sweep(tmp_path, run)
+@pytest.fixture(scope="module")
+def swept_once(tmp_path_factory) -> Path:
+    """The preset swept once for the module (a model trained, two points measured)."""
+    root = tmp_path_factory.mktemp("identity")
+    summary, _ = _sweep(root, root / "run")
     assert summary.computed == 2
+    return root / "run"
+
+
+@pytest.fixture
+def first(swept_once, tmp_path) -> Path:
+    """A private copy of that run directory: each test edits its preset and sweeps again over it."""
+    run = tmp_path / "run"
+    shutil.copytree(swept_once, run, symlinks=True)
     return run
 
 

@@ -58,6 +58,7 @@ def test_a_second_writer_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_
             proc.wait(30)
 
 
+@pytest.mark.slow
 def test_the_lock_is_reentrant_in_a_process_and_free_after_release(tmp_path):
     run = tmp_path / "run"
     with RunDirLock(run) as outer:
@@ -88,6 +89,7 @@ def _assert_refused(result: subprocess.CompletedProcess, pid: int) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="flock")
+@pytest.mark.slow
 def test_train_and_sweep_refuse_a_directory_another_process_writes(tmp_path):
     run = tmp_path / "run"
     cli = [sys.executable, "-m", "noisynn"]

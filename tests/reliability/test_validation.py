@@ -77,7 +77,7 @@ def assert_process_refused(result: subprocess.CompletedProcess, *fragments: str)
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained")
     code, out_text, err = cli("train", "rnn-rows", "--dataset", "digits", "--sigma", "0.5", "--epochs", "1",
-                              "--lr", "5e-3", "--out", out, "--device", "cpu", "--json")
+                              "--train-limit", "64", "--lr", "5e-3", "--out", out, "--device", "cpu", "--json")
     assert code == 0, err
     return Path(json.loads(out_text)["checkpoint"])
 
@@ -175,6 +175,7 @@ def test_the_shipped_presets_and_a_good_file_still_load(tmp_path):
     assert plan.runs == 2 and plan.votes == 2 and plan.eval_limit == 100 and plan.sigma_val == (0.0, 0.5)
 
 
+@pytest.mark.slow
 def test_a_bad_preset_through_the_cli_writes_nothing(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(preset_text(profile={"epochs": "1.7"}))
@@ -293,6 +294,7 @@ def test_other_commands_refuse_bad_numbers_and_devices(tmp_path, trained):
     assert not (tmp_path / "s").exists() and not (tmp_path / "a").exists()
 
 
+@pytest.mark.slow
 def test_the_real_entry_point_refuses_a_device_and_a_usage_error_in_one_line(trained):
     result = noisynn("evaluate", trained, "--device", "tpu")
     assert assert_process_refused(result) == "error: unknown device 'tpu': use auto, cpu or cuda"
@@ -300,6 +302,7 @@ def test_the_real_entry_point_refuses_a_device_and_a_usage_error_in_one_line(tra
     assert_process_refused(noisynn("no-such-command"), "No such command")
 
 
+@pytest.mark.slow
 def test_an_unknown_dataset_does_not_claim_the_out_directory(tmp_path):
     """The corrected command then works in the same --out (item 10: the name was checked too late)."""
     preset = tmp_path / "tiny.toml"
@@ -352,6 +355,7 @@ def test_checkpoint_metadata_of_the_wrong_form_is_one_line_naming_the_file(tmp_p
     assert_refused(cli("inspect", generic), "lacks model")
 
 
+@pytest.mark.slow
 def test_a_stray_checkpoint_in_models_does_not_break_report(tmp_path):
     preset = tmp_path / "tiny.toml"
     preset.write_text(preset_text())
@@ -399,6 +403,7 @@ def _train_with(tmp_path: Path, out: Path, fail_at: int, code: str, epochs: int 
                           env=dict(os.environ, FAIL_AT=str(fail_at), ERRNO=code))
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_finished_epoch(tmp_path):
     out = tmp_path / "run"
     result = _train_with(tmp_path, out, fail_at=2, code="ENOSPC")  # epoch 1 is written, epoch 2 is not
@@ -416,6 +421,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_finished_epoc
     assert json.loads(again.stdout)["epochs_run"] == 1 and "stale lock" not in again.stderr  # resumed; lock released
 
 
+@pytest.mark.slow
 def test_a_denied_write_is_one_line(tmp_path):
     """Injected, so that it runs as root too (root is never denied by the permission bits)."""
     out = tmp_path / "run"
@@ -430,6 +436,7 @@ def test_a_denied_write_is_one_line(tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root is never denied by permission bits")
+@pytest.mark.slow
 def test_an_out_directory_without_write_permission_is_refused_before_anything(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
