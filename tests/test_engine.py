@@ -451,9 +451,14 @@ def test_every_shipped_preset_loads_in_every_profile():
 
 
 def test_the_reproduction_check_presets_load():
-    """docs/checks/*.toml are the commands quoted in docs/reproduction.md: they must stay loadable."""
+    """docs/checks/*.toml are the commands quoted in docs/reproduction.md and docs/hardware.md:
+    they must stay loadable (the reproduction checks: one conventional model over sigma_val up
+    to 1; the hardware check: chips read up to a year after programming)."""
     checks = sorted((Path(__file__).resolve().parents[1] / "docs" / "checks").glob("*.toml"))
-    assert len(checks) >= 2
+    assert len(checks) >= 3
     for path in checks:
         plan = load_plan(path, "cpu")
-        assert plan.sigma_train == (0.0,) and plan.sigma_val[-1] == 1.0, path.name
+        if plan.hardware is None:
+            assert plan.sigma_train == (0.0,) and plan.sigma_val[-1] == 1.0, path.name
+        else:
+            assert plan.hardware.chips > 1 and max(plan.hardware.times) == 31_536_000, path.name

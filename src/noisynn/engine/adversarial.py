@@ -168,7 +168,7 @@ def run_transfer(
             store.add_point(Point(k, r.n_runs, r.accuracy, r.stderr, r.seconds, meta.sha256, r.accuracies, how))
         row = next(p for p in store.points(kind=kind, experiment=experiment)
                    if p["model"] == meta.model and abs(p["sigma_val"] - sigma_key(s)) < 1e-12
-                   and p["seed"] == seed)
+                   and p["sigma_train"] == sigma_key(meta.sigma_train) and p["seed"] == seed)
         rows.append({k_: row[k_] for k_ in ("kind", "model", "sigma_train", "sigma_val", "n_runs", "accuracy",
                                              "stderr", "seconds")} | {"samples": len(ds)})
 
