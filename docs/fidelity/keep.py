@@ -39,8 +39,13 @@ def _copy(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def weight_power(run: Path, store: Path) -> dict:
-    """``{sigma_train: {count, mean_square, rms, max_abs, checkpoint}}`` of the finished models of one run."""
+def weight_power(run: Path, store: Path, kept: dict | None = None) -> dict:
+    """``{sigma_train: {count, mean_square, rms, max_abs, checkpoint}}`` of the finished models of one run.
+
+    ``kept``: the entries saved before. A finished model whose checkpoint is not here (a
+    later session's machine) or is being retrained (its file holds other weights) keeps its
+    saved entry when that entry names the weights the store evaluated.
+    """
     import torch
     from safetensors.torch import load_file
 
@@ -51,11 +56,13 @@ def weight_power(run: Path, store: Path) -> dict:
         finished = c.execute("SELECT model, noise, sigma_train, seed, checkpoint FROM stopping").fetchall()
     for model, noise, sigma, seed, sha in finished:
         path = run / "models" / f"{model}-{noise}-s{sigma:.2f}-seed{seed}.safetensors"
-        if not path.exists():
+        before = (kept or {}).get(f"{sigma:g}")
+        state = ({k[len("model."):]: v for k, v in load_file(path).items() if k.startswith("model.")}
+                 if path.exists() else None)
+        if state is None or weights_sha256(state) != sha:  # gone, or retrained since: the saved entry
+            if before is not None and before.get("checkpoint") == sha:
+                out[f"{sigma:g}"] = before
             continue
-        state = {k[len("model."):]: v for k, v in load_file(path).items() if k.startswith("model.")}
-        if weights_sha256(state) != sha:
-            raise SystemExit(f"{path}: its weights are not the ones the store evaluated (SHA-256 differs)")
         w = torch.cat([v.reshape(-1).double() for k, v in state.items() if v.is_floating_point()
                        and not k.endswith(("running_mean", "running_var"))])
         ms = float(w.square().mean())
@@ -82,8 +89,10 @@ def main() -> None:
     for name, folder in EXPERIMENTS.items():
         kept, live = HERE / f"{name}.papers.sqlite", args.runs / folder / "results.sqlite"
         if args.action == "save" and live.exists():
+            weights = HERE / f"{name}.papers.weights.json"
+            before = json.loads(weights.read_text())["sigma_train"] if weights.exists() else None
             _copy(live, kept)
-            power = weight_power(live.parent, kept)
+            power = weight_power(live.parent, kept, before)
             (HERE / f"{name}.papers.weights.json").write_text(
                 json.dumps({"experiment": name, "profile": "papers", "sigma_train": power}, indent=1) + "\n")
         elif args.action == "restore" and kept.exists():
