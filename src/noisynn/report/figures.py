@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -512,12 +513,7 @@ def accuracy_vs_time(rows: Sequence[Mapping], *, title: str = "", hardware: str 
     sub = (f"{hardware + ': ' if hardware else ''}mean over {'/'.join(map(str, n_chips))} chips x "
            f"{'/'.join(map(str, n_reads))} reads, band: ± chip-to-chip spread")
     head = textwrap.fill("accuracy against time after programming (" + sub + ")", 64)
-    ax.set_title(f"{title}\n{head}" if title else head, fontsize=10)
-    if rows:
-        _legend_outside(ax)
-    else:
-        _empty(ax, "no chips points measured yet")
-    return fig
+    return _chips_finish(fig, ax, rows, title, head, "no chips points measured yet")
 
 
 def chip_vote_accuracy(rows: Sequence[Mapping], *, title: str = "", hardware: str = "") -> Figure:
@@ -545,11 +541,16 @@ def chip_vote_accuracy(rows: Sequence[Mapping], *, title: str = "", hardware: st
     at = ", ".join(f"t = {t:g} s" + ("" if c is None else (" compensated" if c else " uncompensated")) for t, c in when)
     head = textwrap.fill(f"majority voting on programmed chips ({hardware + ', ' if hardware else ''}{at}; "
                          "band: ± chip-to-chip spread)", 64)
+    return _chips_finish(fig, ax, rows, title, head, "no chips voting points measured yet")
+
+
+def _chips_finish(fig: Figure, ax: Axes, rows: Sequence[Mapping], title: str, head: str, empty: str) -> Figure:
+    """The two chips figures' title (the caller's ``title`` over ``head``) and legend, or ``empty``."""
     ax.set_title(f"{title}\n{head}" if title else head, fontsize=10)
     if rows:
         _legend_outside(ax)
     else:
-        _empty(ax, "no chips voting points measured yet")
+        _empty(ax, empty)
     return fig
 
 
