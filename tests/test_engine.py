@@ -379,8 +379,17 @@ def test_a_kept_store_resumes_without_checkpoints(tiny_preset, reference_run, tm
     assert not (run / "models").exists() or not any((run / "models").iterdir())  # nothing was retrained
     with sqlite3.connect(run / "results.sqlite") as conn:  # one point of the second model is missing
         conn.execute("DELETE FROM points WHERE sigma_train = 0.8 AND sigma_val = 0.5 AND kind = 'noisy'")
-    again = run_sweep(load_plan(tiny_preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
+        # and its earlier run went on longer than the retrained one will: a row of an epoch it never reaches
+        conn.execute("INSERT INTO epochs SELECT experiment, model, noise, sigma_train, seed, 99, batches, train_loss, "
+                     "train_accuracy, val_loss, val_accuracy, seconds, 'old', holdout_loss, holdout_accuracy "
+                     "FROM epochs WHERE sigma_train = 0.8 AND epoch = 1")
+    epochs_before = [e for e in ResultStore(run / "results.sqlite").epochs() if e["sigma_train"] == 0.8]
+    with pytest.warns(UserWarning, match=r"trained again from scratch .*its 5 earlier epoch rows are replaced"):
+        again = run_sweep(load_plan(tiny_preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
     assert again.computed == 1 and again.skipped == 7  # only that model is retrained, only that point measured
+    epochs_after = [e for e in ResultStore(run / "results.sqlite").epochs() if e["sigma_train"] == 0.8]
+    assert [e["epoch"] for e in epochs_after] == [1, 2, 3, 4]  # the stale epoch-99 row went with the old model
+    assert [e["checkpoint"] for e in epochs_after] == [e["checkpoint"] for e in epochs_before[:4]]
     assert sorted(p.name for p in (run / "models").iterdir() if p.suffix == ".safetensors") == [
         "lstm-rows-additive-s0.80-seed0.safetensors"]
     assert grid(run) == grid(reference_run)  # the retrained model is the same model, to the bit

@@ -611,6 +611,22 @@ class ResultStore:
         """Record (or replace) where early stopping stopped a model."""
         self._upsert("stopping", row)
 
+    def forget_training(self, experiment: str, model: str, noise: str, sigma_train: float, seed: int) -> int:
+        """Delete one model's epoch, learning-curve and stopping rows; return how many epoch rows went.
+
+        For a model trained again from scratch (its checkpoint is gone): the old rows
+        describe weights that no longer exist, and a new run that stops at another epoch
+        would otherwise leave some of them beside its own. Its points name the old
+        weights' hash and are measured again.
+        """
+        args = (experiment, model, noise, sigma_key(sigma_train), seed)
+        where = "experiment = ? AND model = ? AND noise = ? AND sigma_train = ? AND seed = ?"
+        with self._errors(True), self._transaction():
+            gone = self._db.execute(f"DELETE FROM epochs WHERE {where}", args).rowcount
+            self._db.execute(f"DELETE FROM curve WHERE {where}", args)
+            self._db.execute(f"DELETE FROM stopping WHERE {where}", args)
+        return gone
+
     def stopping(self, experiment: str | None = None) -> list[dict]:
         """The early-stopping rows (ordered by noise, sigma_train, seed)."""
         where, args = ("WHERE experiment = ? ", [experiment]) if experiment is not None else ("", [])

@@ -65,6 +65,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -235,6 +236,7 @@ class TrainOutcome:
             the model's folder to its content (bytes) or to the path of a file to rename there.
         committed: everything was written already (the task ran in place, in the driver).
         scratch: the task's scratch folder on a shared file system, removed once committed.
+        fresh: training began from no checkpoint: the store's older rows of this model go first.
     """
 
     sha256: str
@@ -243,6 +245,7 @@ class TrainOutcome:
     events: list = field(default_factory=list)
     committed: bool = False
     scratch: str | None = None
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -309,6 +312,7 @@ class TrainTask:
             for name in ws.inputs:  # the files the driver has (not what this machine's disk holds)
                 ws.copy_into(name, work / name)
             ckpt = work / self.checkpoint.name
+            fresh = not ckpt.is_file()
             was_stopped = ckpt.is_file() and bool((read_checkpoint_meta(ckpt).early_stopping or {}).get("stopped"))
             events: list = []
 
@@ -341,7 +345,7 @@ class TrainTask:
         if ws.ship:
             shutil.rmtree(work, ignore_errors=True)
         return TrainOutcome(result.sha256, result.finished, result.epochs_run, events,
-                            scratch=None if ws.ship else str(work))
+                            scratch=None if ws.ship else str(work), fresh=fresh)
 
     def recover(self, store: ResultStore) -> None:
         """Write the epoch row of the checkpoint on disk if a kill came between the two.
@@ -353,6 +357,7 @@ class TrainTask:
         the old epoch or the new one, never a checkpoint without its row.
         """
         if not self.checkpoint.exists():
+            self.forget_old_rows(store)
             return
         meta = read_checkpoint_meta(self.checkpoint)
         metrics, epoch = meta.metrics or {}, meta.epoch
@@ -366,6 +371,14 @@ class TrainTask:
                 and e["seed"] == self.spec.seed}
         if epoch not in have:
             store.add_epoch(_epoch_row(self, {**metrics, "epoch": epoch, "checkpoint": meta.weights_sha256}))
+
+    def forget_old_rows(self, store: ResultStore) -> None:
+        """Before training from scratch: drop the rows of an earlier model of this key whose checkpoint is gone."""
+        gone = store.forget_training(self.experiment, self.spec.model, self.spec.family.label,
+                                     self.spec.sigma_train, self.spec.seed)
+        if gone:
+            warnings.warn(f"noisynn: {self.spec.key}: trained again from scratch (its checkpoint is gone): "
+                          f"its {gone} earlier epoch rows are replaced and its points measured again", stacklevel=2)
 
     _recover_epoch_row = recover  # the name of older versions
 
@@ -434,6 +447,8 @@ def commit_training(task: TrainTask, outcome: TrainOutcome) -> None:
             return
         folder = task.checkpoint.parent
         with ResultStore(RunDir(Path(task.run_dir)).store) as store:
+            if outcome.fresh:
+                task.forget_old_rows(store)
             for kind, files, row in outcome.events:
                 for name, blob in files.items():
                     _place(folder / name, blob)
