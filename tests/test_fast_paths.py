@@ -15,6 +15,7 @@ Tolerances are 5 standard errors (KS: p = 0.001), so a broken sampler fails.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 
 import pytest
@@ -589,6 +590,77 @@ def test_kernel_words_are_philox_seeded_xoshiro128pp_and_normals_are_box_muller(
         expected.append((r * (-x if (b >> 30) & 1 else x), r * (-y if b >> 31 else y)))
     expected = [p[0] for p in expected] + [p[1] for p in expected]
     assert torch.allclose(z.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-6)
+
+
+# -- one answer on every CPU: the instruction-set copies draw the same numbers ----------------
+ISA_SCRIPT = """
+import sys, torch
+import noisynn.kernels as k
+assert k.available()
+seed = torch.tensor([5, 6, 7])
+out = {"isa": torch.ops.noisynn.isa()}
+for n in (1, 15, 16, 17, 31, 32, 33, 100, 2047, 2048, 2049, 10000):
+    out[f"normal{n}"] = k.normal_(torch.empty(n), seed=seed)
+g = torch.Generator().manual_seed(0)
+T, B, F, H = 5, 37, 5, 13
+x, h0, c0 = torch.randn(T, B, F, generator=g), torch.randn(B, H, generator=g), torch.randn(B, H, generator=g)
+w, b = 0.3 * torch.randn(4 * H, F + H, generator=g), torch.randn(4 * H, generator=g)
+for mode in (1, 2):
+    out[f"lstm_infer{mode}"] = torch.ops.noisynn.lstm_infer(x, h0, c0, w, b, mode, 0.5, seed, 16, True)
+    out[f"lstm_train{mode}"] = torch.ops.noisynn.lstm_train(x, h0, c0, w, b, mode, 0.5, seed, True)
+out["rnn_infer"] = torch.ops.noisynn.rnn_infer(x, h0, w[:H], b[:H], False, 1, 0.5, seed, 16, True)
+torch.save(out, sys.argv[1])
+"""
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+
+@pytest.mark.slow
+def test_every_instruction_set_copy_draws_the_same_numbers(tmp_path):
+    """The AVX-512 copy (16 float lanes) gives the AVX2 copy's values to the bit; the baseline's within rounding.
+
+    The sampler's definition (8 xoshiro lanes per sub-stream, Box-Muller) does not depend on
+    the vector width, so a sweep gives the same numbers on a laptop and on a server.
+    """
+    import subprocess
+    import sys
+
+    flags = _cpu_flags()
+    caps = ["baseline"]
+    if {"avx2", "fma"} <= flags:
+        caps.append("avx2")
+    if {"avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
+        caps.append("best")
+    if len(caps) < 2:
+        pytest.skip("this CPU has only the baseline copy")
+    script = tmp_path / "isa.py"
+    script.write_text(ISA_SCRIPT)
+    results = {}
+    for cap in caps:
+        env = dict(os.environ, NOISYNN_ISA=cap, OMP_NUM_THREADS="1")
+        subprocess.run([sys.executable, str(script), str(tmp_path / f"{cap}.pt")], env=env, check=True)
+        results[cap] = torch.load(tmp_path / f"{cap}.pt")
+    expected_isa = {"baseline": "baseline", "avx2": "avx2+fma", "best": "avx512+fma"}
+    assert {cap: r["isa"] for cap, r in results.items()} == {cap: expected_isa[cap] for cap in caps}
+
+    def tensors(v):
+        return [v] if isinstance(v, torch.Tensor) else [t for item in v for t in tensors(item)]
+
+    vector = [cap for cap in caps if cap != "baseline"]
+    for key in results["baseline"]:
+        if key == "isa":
+            continue
+        for cap in vector[1:]:  # AVX-512 against AVX2: the same operations lane by lane, to the bit
+            assert all(torch.equal(a, b) for a, b in zip(tensors(results[cap][key]), tensors(results[vector[0]][key]),
+                                                         strict=True)), key
+        for a, b in zip(tensors(results[vector[0]][key]), tensors(results["baseline"][key]), strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), key  # no FMA in the baseline: rounding only
 
 
 # -- torch.compile: the operators trace, and the compiled reference step ---------------------

@@ -27,10 +27,13 @@ runs the reference everywhere.
 
 The operators (``torch.ops.noisynn.*``) live in ``csrc/``: ``ops.cpp`` registers them
 with ``TORCH_LIBRARY`` (tensors in, tensors out; threads by ``at::parallel_for``);
-``kernels_impl.h`` holds the arithmetic, compiled twice (``kernels_base.cpp``: the
-compiler's baseline; ``kernels_avx2.cpp``: AVX2 + FMA), and the CPU's features pick one
-at load time (``torch.ops.noisynn.isa()`` says which; ``NOISYNN_ISA=baseline`` forces the
-portable one). :mod:`noisynn.kernels._ops` registers their fake kernels and the LSTM's
+``kernels_impl.h`` holds the arithmetic, compiled three times (``kernels_base.cpp``: the
+compiler's baseline; ``kernels_avx2.cpp``: AVX2 + FMA; ``kernels_avx512.cpp``: AVX-512 +
+FMA, float arithmetic on 16 lanes), and the CPU's features pick one at load time
+(``torch.ops.noisynn.isa()`` says which; ``NOISYNN_ISA=baseline`` or ``avx2`` caps the
+choice). Every copy draws the same random numbers for the same seed: the sampler's
+definition (8 xoshiro lanes per sub-stream) does not depend on the vector width.
+:mod:`noisynn.kernels._ops` registers their fake kernels and the LSTM's
 autograd formula, so ``torch.compile`` traces through a noisy model.
 
 Why a JIT build at first use, not an extension compiled by ``pip install``: the wheel

@@ -2,9 +2,10 @@
 //
 // Everything here works on raw float32 buffers and never allocates a tensor; ops.cpp
 // checks the tensors, splits the rows among torch's threads (at::parallel_for) and calls
-// one of these functions per range. The functions exist twice, compiled for two
-// instruction sets (kernels_base.cpp: the compiler's baseline; kernels_avx2.cpp:
-// x86-64 AVX2 + FMA); table() picks one at run time from the CPU's features.
+// one of these functions per range. The functions exist three times, compiled for three
+// instruction sets (kernels_base.cpp: the compiler's baseline; kernels_avx2.cpp: x86-64
+// AVX2 + FMA; kernels_avx512.cpp: AVX-512 + FMA, 16 float lanes); table() picks one at run
+// time from the CPU's features. All three draw the same random numbers.
 #pragma once
 
 #include <cstdint>
@@ -97,9 +98,11 @@ struct KernelTable {
 const KernelTable& base_table();
 #if defined(__x86_64__) || defined(_M_X64)
 const KernelTable& avx2_table();
+const KernelTable& avx512_table();
 #endif
 
-// The table for this CPU: AVX2 + FMA where the CPU has both, else the baseline.
+// The table for this CPU: AVX-512 (F, DQ, BW, VL) + FMA where the CPU and OS have them,
+// else AVX2 + FMA where it has both, else the baseline. NOISYNN_ISA=baseline|avx2 caps it.
 const KernelTable& table();
 
 }  // namespace noisynn

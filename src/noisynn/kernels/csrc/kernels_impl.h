@@ -24,28 +24,38 @@ typedef int32_t i32;
 typedef uint64_t u64;
 typedef int64_t i64;
 
-#define W 8 /* lanes of a vector (GCC/Clang vector extensions: AVX2, 2 x SSE, NEON, ...) */
-typedef float vf __attribute__((vector_size(32)));
-typedef u32 vu __attribute__((vector_size(32)));
-typedef i32 vi __attribute__((vector_size(32)));
+/* Two widths: RW = 8 lanes of random words (the sampler's definition: 8 xoshiro lanes per
+   sub-stream, on every instruction set) and W lanes of float arithmetic, 8 (AVX2, 2 x SSE,
+   NEON, ...) or 16 (AVX-512, NN_W = 16). GCC/Clang vector extensions; a W = 16 copy draws the
+   same numbers as a W = 8 copy (Box-Muller on two iterations' words at once, put back in
+   order), so results do not depend on the machine. */
+#ifndef NN_W
+#define NN_W 8
+#endif
+#define W NN_W
+#define RW 8
+typedef float vf __attribute__((vector_size(4 * W)));
+typedef u32 vu __attribute__((vector_size(4 * W)));
+typedef i32 vi __attribute__((vector_size(4 * W)));
+typedef u32 ru __attribute__((vector_size(4 * RW))); /* one sub-stream's random words */
 
 static inline vf vload(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline void vstore(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-static inline vf vsplat(float x) { vf v = {x, x, x, x, x, x, x, x}; return v; }
-static inline vu usplat(u32 x) { vu v = {x, x, x, x, x, x, x, x}; return v; }
+static inline vf vsplat(float x) { vf v = {}; return v + x; }
+static inline ru usplat(u32 x) { ru v = {}; return v + x; }
 static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vu)a & (vu)m) | ((vu)b & ~(vu)m)); }
 
 /* ---- random words -------------------------------------------------------------- */
 /* Philox4x32-10 on W counters at once; it only seeds the xoshiro lanes. */
-static inline void mulhilo(vu a, u32 m, vu* hi, vu* lo) {
+static inline void mulhilo(ru a, u32 m, ru* hi, ru* lo) {
 #if NN_AVX2
     __m256i va = (__m256i)a, vm = _mm256_set1_epi32((int)m);
     __m256i even = _mm256_mul_epu32(va, vm);
     __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(va, 32), vm);
-    *lo = (vu)_mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-    *hi = (vu)_mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+    *lo = (ru)_mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    *hi = (ru)_mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
 #else
-    for (int l = 0; l < W; l++) {
+    for (int l = 0; l < RW; l++) {
         u64 p = (u64)a[l] * m;
         (*lo)[l] = (u32)p;
         (*hi)[l] = (u32)(p >> 32);
@@ -53,25 +63,25 @@ static inline void mulhilo(vu a, u32 m, vu* hi, vu* lo) {
 #endif
 }
 
-static void philox10(vu c[4], u32 k0, u32 k1) {
+static void philox10(ru c[4], u32 k0, u32 k1) {
     for (int r = 0; r < 10; r++) {
-        vu hi0, lo0, hi1, lo1;
+        ru hi0, lo0, hi1, lo1;
         mulhilo(c[0], 0xD2511F53u, &hi0, &lo0);
         mulhilo(c[2], 0xCD9E8D57u, &hi1, &lo1);
-        vu n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
+        ru n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
         c[0] = n0; c[1] = lo1; c[2] = n2; c[3] = lo0;
         k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
     }
 }
 
 /* xoshiro128++, W independent lanes. */
-struct rng_t { vu s0, s1, s2, s3; };
+struct rng_t { ru s0, s1, s2, s3; };
 
-static inline vu rotl(vu x, int k) { return (x << k) | (x >> (32 - k)); }
+static inline ru rotl(ru x, int k) { return (x << k) | (x >> (32 - k)); }
 
-static inline vu rng_next(rng_t* g) {
-    vu r = rotl(g->s0 + g->s3, 7) + g->s0;
-    vu t = g->s1 << 9;
+static inline ru rng_next(rng_t* g) {
+    ru r = rotl(g->s0 + g->s3, 7) + g->s0;
+    ru t = g->s1 << 9;
     g->s2 ^= g->s0; g->s3 ^= g->s1; g->s1 ^= g->s2; g->s0 ^= g->s3;
     g->s2 ^= t; g->s3 = rotl(g->s3, 11);
     return r;
@@ -80,8 +90,8 @@ static inline vu rng_next(rng_t* g) {
 /* Sub-stream `stream` of the call seeded with (key0, key1, nonce): lane l starts from
    Philox(counter = (stream_lo, stream_hi, l, nonce), key = (key0, key1)). */
 static inline rng_t rng_seed(const u32* seed, u64 stream) {
-    const vu lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    vu c[4] = {usplat((u32)stream), usplat((u32)(stream >> 32)), lane, usplat(seed[2])};
+    const ru lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    ru c[4] = {usplat((u32)stream), usplat((u32)(stream >> 32)), lane, usplat(seed[2])};
     philox10(c, seed[0], seed[1]);
     rng_t g = {c[0], c[1], c[2], c[3] | 1u}; /* never the all-zero state */
     return g;
@@ -109,9 +119,15 @@ static inline vf vlog01(vf x) { /* natural log for x in (0, 1] */
 }
 
 static inline vf vsqrt(vf x) {
+#if NN_W == 16
+    return (vf)_mm512_sqrt_ps((__m512)x);
+#elif NN_AVX2
+    return (vf)_mm256_sqrt_ps((__m256)x);
+#else
     vf r;
     for (int l = 0; l < W; l++) r[l] = __builtin_sqrtf(x[l]);
     return r;
+#endif
 }
 
 static inline vf vexp(vf x) { /* NaN stays NaN */
@@ -151,11 +167,36 @@ static inline void box_muller(vu a, vu b, vf* z0, vf* z1) {
     *z1 = r * (vf)y;
 }
 
-/* The first n standard normals of sub-stream `stream`. */
+/* The first n standard normals of sub-stream `stream`: per two words vectors (a, b) the
+   RW normals of Box-Muller's cosine branch, then the RW of its sine branch. */
+#if NN_W == 16
+static inline vu join(ru lo, ru hi) {
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+#endif
+
 static void normals(float* out, i64 n, const u32* seed, u64 stream) {
     rng_t g = rng_seed(seed, stream);
     vf z0, z1;
     i64 i = 0;
+#if NN_W == 16 /* two iterations at once: z0 = (cos1 | cos2), z1 = (sin1 | sin2) */
+    for (; i + 4 * RW <= n; i += 4 * RW) {
+        ru a1 = rng_next(&g), b1 = rng_next(&g), a2 = rng_next(&g), b2 = rng_next(&g);
+        box_muller(join(a1, a2), join(b1, b2), &z0, &z1);
+        vstore(out + i, __builtin_shufflevector(z0, z1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+        vstore(out + i + 2 * RW,
+               __builtin_shufflevector(z0, z1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+    }
+    if (i < n) {
+        float tail[4 * RW];
+        ru a1 = rng_next(&g), b1 = rng_next(&g), a2 = rng_next(&g), b2 = rng_next(&g);
+        box_muller(join(a1, a2), join(b1, b2), &z0, &z1);
+        vstore(tail, __builtin_shufflevector(z0, z1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+        vstore(tail + 2 * RW,
+               __builtin_shufflevector(z0, z1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+        __builtin_memcpy(out + i, tail, (size_t)(n - i) * sizeof(float));
+    }
+#else
     for (; i + 2 * W <= n; i += 2 * W) {
         vu a = rng_next(&g), b = rng_next(&g);
         box_muller(a, b, &z0, &z1);
@@ -170,12 +211,13 @@ static void normals(float* out, i64 n, const u32* seed, u64 stream) {
         vstore(tail + W, z1);
         __builtin_memcpy(out + i, tail, (size_t)(n - i) * sizeof(float));
     }
+#endif
 }
 
 static void words(u32* out, i64 n, const u32* seed, u64 stream) {
     rng_t g = rng_seed(seed, stream);
-    for (i64 i = 0; i + W <= n; i += W) {
-        vu r = rng_next(&g);
+    for (i64 i = 0; i + RW <= n; i += RW) {
+        ru r = rng_next(&g);
         __builtin_memcpy(out + i, &r, sizeof r);
     }
 }
@@ -202,10 +244,29 @@ static void noise_chunks(float* out, const float* in, i64 n, int mode, float mea
 
 /* ---- noisy pre-activations --------------------------------------------------------- */
 /* pre = g + bias made noisy: + sigma z (mode 1), * (1 + sigma z) (mode 2), as is (mode 0);
-   noise, if set, gets the added term or the factor. A plain loop: auto-vectorised. */
+   noise, if set, gets the added term or the factor. One loop per mode, on whole vectors
+   (the mode tested per element kept the compiler from vectorising: half the step's time). */
 static inline void noisy_pre(i64 n, const float* g, const float* bias, const float* z, int mode, float sigma,
                              float* pre, float* noise) {
-    for (i64 j = 0; j < n; j++) {
+    i64 j = 0;
+    if (mode == kAdditive) {
+        for (; j + W <= n; j += W) {
+            vf e = sigma * vload(z + j), p = vload(g + j);
+            if (bias) p += vload(bias + j);
+            if (noise) vstore(noise + j, e);
+            vstore(pre + j, p + e);
+        }
+    } else if (mode == kMultiplicative) {
+        for (; j + W <= n; j += W) {
+            vf e = 1.0f + sigma * vload(z + j), p = vload(g + j);
+            if (bias) p += vload(bias + j);
+            if (noise) vstore(noise + j, e);
+            vstore(pre + j, p * e);
+        }
+    } else {
+        for (; j + W <= n; j += W) vstore(pre + j, bias ? vload(g + j) + vload(bias + j) : vload(g + j));
+    }
+    for (; j < n; j++) { /* the last partial vector */
         float p = g[j] + (bias ? bias[j] : 0.0f);
         if (mode == kAdditive) {
             float e = sigma * z[j];
@@ -353,6 +414,7 @@ static void lstm_backward_rows(const LstmBackward& s, i64 b0, i64 b1) {
 }
 
 #undef W
+#undef RW
 
 static const KernelTable kTable = {
     NN_ISA_NAME, words, noise_chunks, lstm_rows, rnn_rows, lstm_backward_rows,

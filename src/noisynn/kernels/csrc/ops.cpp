@@ -29,10 +29,16 @@ namespace noisynn {
 // -- dispatch on the CPU's instruction set ------------------------------------------
 static const KernelTable& pick_table() {
 #if defined(__x86_64__) || defined(_M_X64)
-  const char* env = std::getenv("NOISYNN_ISA");  // "baseline": force the portable copy (benchmarks)
-  bool forced_base = env != nullptr && std::strcmp(env, "baseline") == 0;
+  // NOISYNN_ISA caps the choice (benchmarks, tests): "baseline", "avx2"; anything else: the best
+  const char* env = std::getenv("NOISYNN_ISA");
+  const std::string cap = env ? env : "";
   __builtin_cpu_init();
-  if (!forced_base && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2_table();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  if (cap == "baseline") return base_table();
+  if (avx512 && cap != "avx2") return avx512_table();
+  if (avx2) return avx2_table();
 #endif
   return base_table();
 }
