@@ -17,6 +17,9 @@ after a warm-up, and reports the median of ``--repeats`` repeats of each and the
 7. linear  ``NoisyLinear(n, n)`` inference at batch 512 (n = 128, 512, 2048), additive sigma
            0.5, one call vs ``nn.Linear`` noise-free (issue 20's small layers); "batches":
            one noisy lstm-rows pass at batch 256, 1,024, 4,096 vs ``nn.LSTM`` on the same batch;
+   "limits" (not in the default set): where the time of a noisy lstm-rows pass (batch 256) and
+           of a ``NoisyLinear`` 128 x 128 (batch 512) goes: GEMMs alone, noise alone, fused layer
+           without and with noise, as shares of the noise-free torch reference, 1 and N threads;
 6. memory  peak resident memory (VmHWM) of a whole lstm-rows evaluation point (40 runs x
            10,000 random 28x28 sequences, as the engine runs it: groups of 10 runs, test
            batches of 1,000, ``max_batch=20_000``, inference mode), in a subprocess; its
@@ -378,6 +381,73 @@ def bench_cnn6(device: torch.device, repeats: int, batch: int) -> list[Row]:
     ]
 
 
+def bench_limits(repeats: int) -> None:
+    """Issue 20's limits: where the time of a noisy lstm-rows pass (batch 256) and of a small
+    ``NoisyLinear`` (128 x 128, batch 512) goes, part by part, against the noise-free torch
+    reference, at one thread and at torch's thread count (CPU, fast kernels only).
+
+    Parts: the GEMMs alone (``torch.mm`` on the fused layer's shapes), the noise alone (the
+    fused sampler drawing the same number of normals, per step into a cache-sized buffer), the
+    fused layer without noise (mode 0) and with it.
+    """
+    if _fast is None or not _fast.available():
+        print("limits: the fast kernels are not built here")
+        return
+    threads = torch.get_num_threads()
+    seed = torch.tensor([1, 2, 3])
+    T, B, Fi, H = 28, 256, 28, 128
+    torch.manual_seed(0)
+    x, h0, c0 = torch.rand(T, B, Fi), torch.zeros(B, H), torch.zeros(B, H)
+    lstm = nn.LSTM(Fi, H)
+    w = torch.cat([lstm.weight_ih_l0, lstm.weight_hh_l0], 1).detach()
+    bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+    xh, gates, z = torch.rand(B, Fi + H), torch.empty(B, 4 * H), torch.empty(B, 4 * H)
+    n, rows = 128, 512
+    lin = nn.Linear(n, n)
+    noisy_lin = noisynn.NoisyLinear(n, n)
+    noisy_lin.load_state_dict(lin.state_dict())
+    noisynn.set_noise(noisy_lin, "additive", SIGMA)
+    xl, yl = torch.randn(rows, n), torch.empty(rows, n)
+
+    def per_call(fn: Callable[[], object], inner: int) -> float:
+        return time_one(lambda: [fn() for _ in range(inner)], torch.device("cpu"), repeats) / inner
+
+    print("limits: seconds per call, one process; share = time / the noise-free torch reference's time")
+    print(f"{'threads':>7}  {'part':<58} {'time':>10}  {'share':>6}")
+    try:
+        for k in sorted({1, threads}):
+            torch.set_num_threads(k)
+            with torch.inference_mode():
+                ref = per_call(lambda: lstm(x), 5)
+                lstm_parts = [
+                    ("lstm-rows pass, batch 256: nn.LSTM (the reference)", ref),
+                    ("  28 GEMMs alone, (256 x 156) (156 x 512)",
+                     per_call(lambda: [torch.mm(xh, w.t(), out=gates) for _ in range(T)], 5)),
+                    ("  its 3.67 M normals alone (28 draws of 256 x 512)",
+                     per_call(lambda: [torch.ops.noisynn.noise_(z, None, 0, 0.0, 1.0, seed) for _ in range(T)], 5)),
+                    ("  fused layer, no noise (mode 0)",
+                     per_call(lambda: torch.ops.noisynn.lstm_infer(x, h0, c0, w, bias, 0, 0.0, seed,
+                                                                   _fast.LSTM_BLOCK, False), 5)),
+                    ("  fused layer, additive sigma 0.5",
+                     per_call(lambda: torch.ops.noisynn.lstm_infer(x, h0, c0, w, bias, 1, SIGMA, seed,
+                                                                   _fast.LSTM_BLOCK, False), 5)),
+                ]
+                lref = per_call(lambda: lin(xl), 200)
+                linear_parts = [
+                    ("Linear 128 x 128, batch 512: nn.Linear (the reference)", lref),
+                    ("  GEMM alone (addmm into a buffer)",
+                     per_call(lambda: torch.addmm(lin.bias, xl, lin.weight.t(), out=yl), 200)),
+                    ("  noise alone (in place on the 512 x 128 output)",
+                     per_call(lambda: torch.ops.noisynn.noise_(yl, yl, 1, 0.0, SIGMA, seed), 200)),
+                    ("  NoisyLinear, additive sigma 0.5", per_call(lambda: noisy_lin(xl), 200)),
+                ]
+            for parts, base in ((lstm_parts, ref), (linear_parts, lref)):
+                for name, t in parts:
+                    print(f"{k:>7}  {name:<58} {t * 1e3:>8.3f}ms  {t / base:>6.2f}")
+    finally:
+        torch.set_num_threads(threads)
+
+
 def rss_child(device: str, test_size: int, runs: int) -> None:
     """Subprocess body: one lstm-rows evaluation point; prints peak RSS and seconds as JSON."""
     dev = torch.device(device)
@@ -513,7 +583,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="train,eval,batches,linear,sampler,cnn6,memory",
                         help="comma-separated subset of: train, eval, batches (one lstm-rows pass at batch 256, "
                              "1024, 4096), linear (NoisyLinear 128, 512, 2048 at batch 512), sampler, cnn6, memory, "
-                             "and the extra rows rnn (the vanilla RNN) and compiled (the torch.compile'd LSTM "
+                             "and the extra rows rnn (the vanilla RNN), limits (issue 20: where the time of a "
+                             "noisy LSTM pass and a small NoisyLinear goes, part by part) and compiled (the torch.compile'd LSTM "
                              "step: against the fused CPU operator, or on --device cuda against cuDNN's nn.LSTM)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run; noisier numbers)")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
@@ -558,6 +629,8 @@ def main(argv: list[str] | None = None) -> None:
     if "memory" in only:
         rows += bench_memory(device, 1_000 if quick else 10_000, REPEATS)
     print_table(rows)
+    if "limits" in only and device.type == "cpu":
+        bench_limits(args.repeats)
     if throughput is not None:
         noisy, plain = throughput
         print(f"projected paper grid (lstm-rows, {GRID_POINTS} points, {REPEATS} runs x 10,000 sequences at each noisy "
