@@ -584,8 +584,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated subset of: train, eval, batches (one lstm-rows pass at batch 256, "
                              "1024, 4096), linear (NoisyLinear 128, 512, 2048 at batch 512), sampler, cnn6, memory, "
                              "and the extra rows rnn (the vanilla RNN), limits (issue 20: where the time of a "
-                             "noisy LSTM pass and a small NoisyLinear goes, part by part) and compiled (the torch.compile'd LSTM "
-                             "step: against the fused CPU operator, or on --device cuda against cuDNN's nn.LSTM)")
+                             "noisy LSTM pass and a small NoisyLinear goes, part by part) and compiled (the "
+                             "torch.compile'd LSTM step: against the fused CPU operator, or on --device cuda "
+                             "against cuDNN's nn.LSTM)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run; noisier numbers)")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss-test-size", type=int, default=10_000, help=argparse.SUPPRESS)
