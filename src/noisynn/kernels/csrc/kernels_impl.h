@@ -169,9 +169,16 @@ static inline void box_muller(vu a, vu b, vf* z0, vf* z1) {
 
 /* The first n standard normals of sub-stream `stream`: per two words vectors (a, b) the
    RW normals of Box-Muller's cosine branch, then the RW of its sine branch. */
-#if NN_W == 16
-static inline vu join(ru lo, ru hi) {
-    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#if NN_W == 16 /* AVX-512 intrinsics: every compiler that has them (GCC < 12 has no __builtin_shufflevector) */
+static inline vu join(ru lo, ru hi) { /* (lo | hi) */
+    return (vu)_mm512_inserti64x4(_mm512_castsi256_si512((__m256i)lo), (__m256i)hi, 1);
+}
+
+/* out[0, 32) = cos1, sin1, cos2, sin2 (the order of two 8-lane iterations) from z0 = (cos1 | cos2),
+   z1 = (sin1 | sin2) */
+static inline void store_pairs(float* out, vf z0, vf z1) {
+    vstore(out, (vf)_mm512_shuffle_f32x4((__m512)z0, (__m512)z1, 0x44));
+    vstore(out + 2 * RW, (vf)_mm512_shuffle_f32x4((__m512)z0, (__m512)z1, 0xEE));
 }
 #endif
 
@@ -183,17 +190,13 @@ static void normals(float* out, i64 n, const u32* seed, u64 stream) {
     for (; i + 4 * RW <= n; i += 4 * RW) {
         ru a1 = rng_next(&g), b1 = rng_next(&g), a2 = rng_next(&g), b2 = rng_next(&g);
         box_muller(join(a1, a2), join(b1, b2), &z0, &z1);
-        vstore(out + i, __builtin_shufflevector(z0, z1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
-        vstore(out + i + 2 * RW,
-               __builtin_shufflevector(z0, z1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+        store_pairs(out + i, z0, z1);
     }
     if (i < n) {
         float tail[4 * RW];
         ru a1 = rng_next(&g), b1 = rng_next(&g), a2 = rng_next(&g), b2 = rng_next(&g);
         box_muller(join(a1, a2), join(b1, b2), &z0, &z1);
-        vstore(tail, __builtin_shufflevector(z0, z1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
-        vstore(tail + 2 * RW,
-               __builtin_shufflevector(z0, z1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+        store_pairs(tail, z0, z1);
         __builtin_memcpy(out + i, tail, (size_t)(n - i) * sizeof(float));
     }
 #else
