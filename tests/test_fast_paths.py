@@ -646,6 +646,10 @@ def test_every_instruction_set_copy_draws_the_same_numbers(tmp_path):
         env = dict(os.environ, NOISYNN_ISA=cap, OMP_NUM_THREADS="1")
         subprocess.run([sys.executable, str(script), str(tmp_path / f"{cap}.pt")], env=env, check=True)
         results[cap] = torch.load(tmp_path / f"{cap}.pt")
+    unknown = subprocess.run([sys.executable, "-c", "import noisynn.kernels as k; print(k.available())"],
+                             env=dict(os.environ, NOISYNN_ISA="avx3"), capture_output=True, text=True, check=True)
+    assert unknown.stdout.strip() == "True"
+    assert "NOISYNN_ISA='avx3' is not one of baseline, avx2, avx512" in unknown.stderr
     expected_isa = {"baseline": "baseline", "avx2": "avx2+fma", "best": "avx512+fma"}
     assert {cap: r["isa"] for cap, r in results.items()} == {cap: expected_isa[cap] for cap in caps}
 

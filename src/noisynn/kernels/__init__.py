@@ -142,7 +142,22 @@ def _load() -> bool:
                 warnings.warn(f"noisynn: the fast CPU kernels are unavailable ({_STATE['error']}); noisynn runs its "
                               f"reference path instead (same distribution, 2-7x slower); {_HOW}",
                               RuntimeWarning, stacklevel=4)
+            if "path" in _STATE:
+                _check_isa_cap()
     return "path" in _STATE
+
+
+#: The values of ``NOISYNN_ISA`` (a cap on the kernels' instruction set; unset: the best the CPU has).
+ISA_CAPS = ("baseline", "avx2", "avx512")
+
+
+def _check_isa_cap() -> None:
+    """Say so when ``NOISYNN_ISA`` holds a value the kernels do not know (they then take the best copy)."""
+    cap = os.environ.get("NOISYNN_ISA", "")
+    if cap and cap not in ISA_CAPS:
+        warnings.warn(f"noisynn: NOISYNN_ISA={cap!r} is not one of {', '.join(ISA_CAPS)}: it is ignored and the "
+                      f"kernels use {torch.ops.noisynn.isa()}, the best copy for this CPU", RuntimeWarning,
+                      stacklevel=5)
 
 
 def available() -> bool:

@@ -29,7 +29,8 @@ namespace noisynn {
 // -- dispatch on the CPU's instruction set ------------------------------------------
 static const KernelTable& pick_table() {
 #if defined(__x86_64__) || defined(_M_X64)
-  // NOISYNN_ISA caps the choice (benchmarks, tests): "baseline", "avx2"; anything else: the best
+  // NOISYNN_ISA caps the choice (benchmarks, tests): "baseline", "avx2"; unset or "avx512": the
+  // best; any other value: the best too, and the Python side warns (kernels._check_isa_cap)
   const char* env = std::getenv("NOISYNN_ISA");
   const std::string cap = env ? env : "";
   __builtin_cpu_init();
