@@ -626,7 +626,7 @@ def test_every_instruction_set_copy_draws_the_same_numbers(tmp_path):
     """The AVX-512 copy (16 float lanes) gives the AVX2 copy's values to the bit; the baseline's within rounding.
 
     The sampler's definition (8 xoshiro lanes per sub-stream, Box-Muller) does not depend on
-    the vector width, so a sweep gives the same numbers on a laptop and on a server.
+    the vector width, so the noise a sweep draws does not depend on the machine it runs on.
     """
     import subprocess
     import sys

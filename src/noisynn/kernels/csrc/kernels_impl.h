@@ -28,7 +28,7 @@ typedef int64_t i64;
    sub-stream, on every instruction set) and W lanes of float arithmetic, 8 (AVX2, 2 x SSE,
    NEON, ...) or 16 (AVX-512, NN_W = 16). GCC/Clang vector extensions; a W = 16 copy draws the
    same numbers as a W = 8 copy (Box-Muller on two iterations' words at once, put back in
-   order), so results do not depend on the machine. */
+   order), so the noise does not depend on the machine. */
 #ifndef NN_W
 #define NN_W 8
 #endif
