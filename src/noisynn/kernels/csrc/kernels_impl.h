@@ -217,6 +217,50 @@ static void normals(float* out, i64 n, const u32* seed, u64 stream) {
 #endif
 }
 
+/* The first n normals of two sub-streams at once, into out0 and out1: on 16 lanes, each
+   stream's 8 xoshiro lanes side by side in one vector (the same numbers as two normals()
+   calls, with half the random-word instructions). Elsewhere: two normals() calls. */
+#if NN_W == 16
+struct rng2_t { vu s0, s1, s2, s3; };
+
+static inline vu rotl2(vu x, int k) { return (x << k) | (x >> (32 - k)); }
+
+static inline vu rng2_next(rng2_t* g) {
+    vu r = rotl2(g->s0 + g->s3, 7) + g->s0;
+    vu t = g->s1 << 9;
+    g->s2 ^= g->s0; g->s3 ^= g->s1; g->s1 ^= g->s2; g->s0 ^= g->s3;
+    g->s2 ^= t; g->s3 = rotl2(g->s3, 11);
+    return r;
+}
+#endif
+
+static void normals2(float* out0, float* out1, i64 n, const u32* seed, u64 stream0, u64 stream1) {
+#if NN_W == 16
+    rng_t a = rng_seed(seed, stream0), b = rng_seed(seed, stream1);
+    rng2_t g = {join(a.s0, b.s0), join(a.s1, b.s1), join(a.s2, b.s2), join(a.s3, b.s3)};
+    vf z0, z1;
+    i64 i = 0;
+    for (; i + 2 * RW <= n; i += 2 * RW) { /* z0 = (cos0 | cos1), z1 = (sin0 | sin1) */
+        vu u = rng2_next(&g), v = rng2_next(&g);
+        box_muller(u, v, &z0, &z1);
+        vstore(out0 + i, (vf)_mm512_shuffle_f32x4((__m512)z0, (__m512)z1, 0x44));
+        vstore(out1 + i, (vf)_mm512_shuffle_f32x4((__m512)z0, (__m512)z1, 0xEE));
+    }
+    if (i < n) {
+        float t0[2 * RW], t1[2 * RW];
+        vu u = rng2_next(&g), v = rng2_next(&g);
+        box_muller(u, v, &z0, &z1);
+        vstore(t0, (vf)_mm512_shuffle_f32x4((__m512)z0, (__m512)z1, 0x44));
+        vstore(t1, (vf)_mm512_shuffle_f32x4((__m512)z0, (__m512)z1, 0xEE));
+        __builtin_memcpy(out0 + i, t0, (size_t)(n - i) * sizeof(float));
+        __builtin_memcpy(out1 + i, t1, (size_t)(n - i) * sizeof(float));
+    }
+#else
+    normals(out0, n, seed, stream0);
+    normals(out1, n, seed, stream1);
+#endif
+}
+
 static void words(u32* out, i64 n, const u32* seed, u64 stream) {
     rng_t g = rng_seed(seed, stream);
     for (i64 i = 0; i + RW <= n; i += RW) {
@@ -226,22 +270,29 @@ static void words(u32* out, i64 n, const u32* seed, u64 stream) {
 }
 
 /* ---- element-wise noise on a flat tensor --------------------------------------- */
+static inline void noise_apply(float* o, const float* x, const float* z, i64 len, int mode, float mean, float sigma) {
+    if (mode == kNone) {
+        for (i64 i = 0; i < len; i++) o[i] = mean + sigma * z[i];
+    } else if (mode == kAdditive) {
+        for (i64 i = 0; i < len; i++) o[i] = x[i] + sigma * z[i];
+    } else {
+        for (i64 i = 0; i < len; i++) o[i] = x[i] * (1.0f + sigma * z[i]);
+    }
+}
+
 static void noise_chunks(float* out, const float* in, i64 n, int mode, float mean, float sigma,
                          const u32* seed, i64 k0, i64 k1) {
-    float z[kChunk];
-    for (i64 k = k0; k < k1; k++) {
+    float z[2 * kChunk];
+    i64 k = k0;
+    for (; k + 1 < k1 && (k + 2) * kChunk <= n; k += 2) { /* two whole chunks at once */
+        i64 start = k * kChunk;
+        normals2(z, z + kChunk, kChunk, seed, (u64)k, (u64)(k + 1));
+        noise_apply(out + start, in ? in + start : nullptr, z, 2 * kChunk, mode, mean, sigma);
+    }
+    for (; k < k1; k++) {
         i64 start = k * kChunk, len = n - start < kChunk ? n - start : kChunk;
-        float* o = out + start;
         normals(z, len, seed, (u64)k);
-        if (mode == kNone) {
-            for (i64 i = 0; i < len; i++) o[i] = mean + sigma * z[i];
-        } else if (mode == kAdditive) {
-            const float* x = in + start;
-            for (i64 i = 0; i < len; i++) o[i] = x[i] + sigma * z[i];
-        } else {
-            const float* x = in + start;
-            for (i64 i = 0; i < len; i++) o[i] = x[i] * (1.0f + sigma * z[i]);
-        }
+        noise_apply(out + start, in ? in + start : nullptr, z, len, mode, mean, sigma);
     }
 }
 
@@ -298,12 +349,18 @@ static inline void cell_forward(const float* i, const float* f, const float* g, 
 static void lstm_rows(const LstmStep& s, i64 b0, i64 b1) {
     const i64 H = s.H, G = 4 * H, Hp = (H + W - 1) / W * W; /* gate blocks padded to whole vectors */
     const i64 F = s.F;
-    float* z = (float*)malloc((size_t)(G + 4 * Hp) * sizeof(float));
-    float* pre = z + G;
+    float* zz = (float*)malloc((size_t)(2 * G + 4 * Hp) * sizeof(float)); /* two rows' normals */
+    float* pre = zz + 2 * G;
     __builtin_memset(pre, 0, (size_t)(4 * Hp) * sizeof(float));
     for (i64 b = b0; b < b1; b++) {
         const float* gb = s.g + b * G;
-        if (s.mode) normals(z, G, s.seed, s.stream0 + (u64)b);
+        const float* z = zz + ((b - b0) & 1) * G;
+        if (s.mode && ((b - b0) & 1) == 0) { /* this row's and the next one's, drawn together */
+            if (b + 1 < b1)
+                normals2(zz, zz + G, G, s.seed, s.stream0 + (u64)b, s.stream0 + (u64)b + 1);
+            else
+                normals(zz, G, s.seed, s.stream0 + (u64)b);
+        }
         for (int k = 0; k < 4; k++) {
             float* pk = pre + k * Hp;
             noisy_pre(H, gb + k * H, s.bias ? s.bias + k * H : nullptr, z + k * H, s.mode, s.sigma, pk,
@@ -331,19 +388,25 @@ static void lstm_rows(const LstmStep& s, i64 b0, i64 b1) {
         }
         if (s.xh && s.x_next) __builtin_memcpy(s.xh + b * (F + H), s.x_next + b * s.xs, (size_t)F * sizeof(float));
     }
-    free(z);
+    free(zz);
 }
 
 /* ---- noisy vanilla RNN step -------------------------------------------------------- */
 static void rnn_rows(const RnnStep& s, i64 b0, i64 b1) {
     const i64 H = s.H, Hp = (H + W - 1) / W * W, F = s.F;
-    float* z = (float*)malloc((size_t)(H + Hp) * sizeof(float));
-    float* pre = z + H;
+    float* zz = (float*)malloc((size_t)(2 * H + Hp) * sizeof(float)); /* two rows' normals */
+    float* pre = zz + 2 * H;
     __builtin_memset(pre, 0, (size_t)Hp * sizeof(float));
     for (i64 b = b0; b < b1; b++) {
         const float* gb = s.g + b * H;
         float *nb = s.noise ? s.noise + b * H : nullptr, *hn = s.h_out + b * s.hs;
-        if (s.mode) normals(z, H, s.seed, s.stream0 + (u64)b);
+        const float* z = zz + ((b - b0) & 1) * H;
+        if (s.mode && ((b - b0) & 1) == 0) { /* this row's and the next one's, drawn together */
+            if (b + 1 < b1)
+                normals2(zz, zz + H, H, s.seed, s.stream0 + (u64)b, s.stream0 + (u64)b + 1);
+            else
+                normals(zz, H, s.seed, s.stream0 + (u64)b);
+        }
         noisy_pre(H, gb, s.bias, z, s.mode, s.sigma, pre, nb);
         if (s.relu)
             for (i64 j = 0; j < H; j++) pre[j] = pre[j] > 0.0f ? pre[j] : 0.0f;
@@ -355,7 +418,7 @@ static void rnn_rows(const RnnStep& s, i64 b0, i64 b1) {
             if (s.x_next) __builtin_memcpy(s.xh + b * (F + H), s.x_next + b * s.xs, (size_t)F * sizeof(float));
         }
     }
-    free(z);
+    free(zz);
 }
 
 /* ---- LSTM step backward ------------------------------------------------------------- */
