@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from noisynn.engine import ResultStore, TrainSpec, load_plan, load_trained, run_sweep, train
 from noisynn.engine.checkpoint import load_checkpoint, read_metadata
 from noisynn.engine.training import best_path, last_path, load_data, split_holdout
-from noisynn.errors import NoisynnError
+from noisynn.errors import CheckpointError, NoisynnError
 
 ES = {"holdout": 150, "patience": 1}
 
@@ -98,6 +99,61 @@ def test_raising_the_cap_goes_on_from_the_last_epoch_bit_identically(tmp_path):
 
 
 @pytest.mark.slow
+def test_raising_patience_or_min_epochs_goes_on_bit_identically_and_lowering_them_is_refused(stopped, tmp_path):
+    """A run stopped by patience sooner than a looser rule would stop it goes on from its last epoch, to
+    the very weights, rows and record of a run trained with the looser rule from the start."""
+    ckpt, result, _ = stopped
+    n = result.stopping["epochs_run"]
+    for rule in ({"holdout": 150, "patience": 1, "min_epochs": n + 3}, {"holdout": 150, "patience": 3}):
+        work = tmp_path / f"copy-{len(rule)}"
+        shutil.copytree(ckpt.parent, work)
+        epochs: list[dict] = []
+        resumed = train(spec(30, early_stopping=rule), work / ckpt.name, device="cpu", progress=False,
+                        on_epoch=epochs.append)
+        straight = train(spec(30, early_stopping=rule), tmp_path / f"straight-{len(rule)}.safetensors", device="cpu",
+                         progress=False)
+        assert epochs and epochs[0]["epoch"] == n + 1 and resumed.epochs_run == len(epochs)
+        assert resumed.stopping == straight.stopping and resumed.stopping["epochs_run"] > n
+        assert resumed.sha256 == straight.sha256
+        assert weights_sha(last_path(work / ckpt.name)) == weights_sha(
+            last_path(tmp_path / f"straight-{len(rule)}.safetensors"))
+        assert read_metadata(work / ckpt.name)["spec"]["early_stopping"] == rule
+    # a looser rule that still stops where the run stopped: nothing more to train
+    same = train(spec(30, early_stopping={**ES, "min_epochs": n}), ckpt, device="cpu", progress=False,
+                 on_epoch=lambda m: pytest.fail("trained again"))
+    assert same.epochs_run == 0 and same.sha256 == result.sha256
+    # back to a stricter rule (patience 3 -> 1), or another min_delta: those epochs are not the rule's
+    work = tmp_path / "copy-2"
+    for rule in (ES, {"holdout": 150, "patience": 3, "min_delta": 0.1}):
+        with pytest.raises(CheckpointError, match="other settings"):
+            train(spec(30, early_stopping=rule), work / ckpt.name, device="cpu", progress=False)
+    # the last state is gone: the run cannot go on, and says how to train longer
+    work = tmp_path / "no-last"
+    shutil.copytree(ckpt.parent, work)
+    last_path(work / ckpt.name).unlink()
+    with pytest.raises(CheckpointError, match="sooner than its new rule.*gone: use another --out"):
+        train(spec(30, early_stopping={"holdout": 150, "patience": 1, "min_epochs": n + 3}), work / ckpt.name,
+              device="cpu", progress=False)
+
+
+@pytest.mark.slow
+def test_min_epochs_stops_no_run_before_it_and_then_at_the_first_chance(stopped, tmp_path):
+    n = stopped[1].stopping["epochs_run"]
+    assert n < 9, "the patience-1 run must stop before epoch 9 for min_epochs 9 to matter"
+    epochs: list[dict] = []
+    result = train(spec(30, early_stopping={**ES, "min_epochs": 9}), tmp_path / "m.safetensors", device="cpu",
+                   progress=False, on_epoch=epochs.append)
+    best, since, first_chance = math.inf, 0, None
+    for e in epochs:  # patience 1: the first epoch >= 9 that is no better than the best so far
+        since = 0 if e["holdout_loss"] < best else since + 1
+        best = min(best, e["holdout_loss"])
+        if since >= 1 and e["epoch"] >= 9:
+            first_chance = e["epoch"]
+            break
+    assert result.stopping["stopped"] == "patience" and result.stopping["epochs_run"] == first_chance >= 9
+
+
+@pytest.mark.slow
 def test_the_held_out_samples_are_the_last_ones_and_not_trained_on(stopped):
     full = load_data("rnn-rows", "digits", "train", limit=600)
     fit, held = split_holdout(spec(30), full)
@@ -116,7 +172,8 @@ def test_identity_is_unchanged_without_early_stopping_and_settings_are_checked()
     assert spec(4).identity()["early_stopping"] == ES
     for bad in ({"holdout": 10, "patience": 1, "patient": 3}, {"holdout": 10}, {"holdout": 0, "patience": 1},
                 {"holdout": 1.5, "patience": 1}, {"holdout": 10, "patience": 0},
-                {"holdout": 10, "patience": 1, "monitor": "f1"}):
+                {"holdout": 10, "patience": 1, "monitor": "f1"}, {"holdout": 10, "patience": 1, "min_epochs": 0},
+                {"holdout": 10, "patience": 1, "min_epochs": True}, {"holdout": 10, "patience": 1, "min_epochs": 5}):
         with pytest.raises(NoisynnError) as err:
             spec(4, early_stopping=bad)
         assert "\n" not in str(err.value)

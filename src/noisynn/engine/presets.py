@@ -12,7 +12,7 @@ sigma_train        the sigmas to train with: ``"0:1:0.1"`` (stop included) or ``
 sigma_val          the sigmas to evaluate every trained model at
 epochs             training epochs per model (with ``early_stopping``: the cap)
 early_stopping     stop on a held-out part of the training set: ``{holdout, patience,
-                   monitor, min_delta}`` (:class:`~noisynn.engine.training.TrainSpec`;
+                   monitor, min_delta, min_epochs}`` (:class:`~noisynn.engine.training.TrainSpec`;
                    absent: exactly ``epochs``)
 data_options       passed to :func:`noisynn.data.load` (e.g. ``{coords = "offsets"}``)
 batch_size, optimizer, lr, momentum, weight_decay   the optimiser

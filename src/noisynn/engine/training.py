@@ -64,9 +64,10 @@ class TrainSpec:
             (the *last* N training samples, after ``train_limit``, or a fraction in
             (0, 1) of them; they are never trained on), ``patience`` (epochs without
             improvement), ``monitor`` (``"loss"``, default, or ``"accuracy"``: the
-            held-out cross-entropy or accuracy) and ``min_delta`` (default 0: an
-            improvement must exceed it). The checkpoint then ends up holding the best
-            epoch's weights (see :func:`train`).
+            held-out cross-entropy or accuracy), ``min_delta`` (default 0: an
+            improvement must exceed it) and ``min_epochs`` (default 1: patience stops no
+            run before this epoch; the best epoch is tracked from the first one). The
+            checkpoint then ends up holding the best epoch's weights (see :func:`train`).
         model_options: keyword arguments of the model factory (or registry network).
         noise_params: fixed parameters of a noise class; ``sweep_param`` is the one
             ``sigma_train`` sets (default ``sigma``, or the class's only required parameter).
@@ -110,9 +111,14 @@ class TrainSpec:
             _check_adversarial(self.adversarial)
         if self.early_stopping:
             _check_early_stopping(self.early_stopping)
+            if int(self.early_stopping.get("min_epochs", 1)) > int(self.epochs):
+                raise NoisynnError(f"early_stopping min_epochs {self.early_stopping['min_epochs']} exceeds the epoch "
+                                   f"cap {self.epochs}: patience could never stop the run; lower min_epochs or raise "
+                                   "epochs")
 
     def identity(self) -> dict:
-        """The fields a checkpoint must match to be resumed (all but ``epochs``)."""
+        """The fields a checkpoint must match to be resumed (all but ``epochs``; early stopping's
+        ``patience`` and ``min_epochs`` may be raised, see :func:`train`)."""
         d = dataclasses.asdict(self)
         d.pop("epochs")
         if not d["adversarial"]:
@@ -152,7 +158,8 @@ def _check_adversarial(adv: dict) -> None:
 
 
 # -- early stopping on a held-out part of the training set -------------------------------
-_ES_KEYS = {"holdout", "patience", "monitor", "min_delta"}
+_ES_KEYS = {"holdout", "patience", "monitor", "min_delta", "min_epochs"}
+_LATER = ("patience", "min_epochs")  # raising either only makes a run stop later (or not at all)
 
 
 def _check_early_stopping(es: dict) -> None:
@@ -166,8 +173,10 @@ def _check_early_stopping(es: dict) -> None:
             isinstance(holdout, float) and holdout >= 1):
         raise NoisynnError("early_stopping holdout must be a sample count >= 1 or a fraction in (0, 1), "
                            f"got {holdout!r}")
-    if isinstance(es["patience"], bool) or not isinstance(es["patience"], int) or es["patience"] < 1:
-        raise NoisynnError(f"early_stopping patience must be an integer >= 1, got {es['patience']!r}")
+    for name in _LATER:
+        value = es.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise NoisynnError(f"early_stopping {name} must be an integer >= 1, got {value!r}")
     if es.get("monitor", "loss") not in ("loss", "accuracy"):
         raise NoisynnError(f"early_stopping monitor must be loss or accuracy, got {es['monitor']!r}")
     if not float(es.get("min_delta", 0.0)) >= 0:
@@ -205,7 +214,8 @@ def _improved(spec: TrainSpec, es: dict, loss: float, accuracy: float) -> tuple[
 
 def _stop_reason(spec: TrainSpec, es: dict, epoch: int) -> str | None:
     """Why training stops after ``epoch`` (``patience``, ``cap``) or None to go on."""
-    if es["since_best"] >= int(spec.early_stopping["patience"]):
+    rule = spec.early_stopping
+    if es["since_best"] >= int(rule["patience"]) and epoch >= int(rule.get("min_epochs", 1)):
         return "patience"
     return "cap" if epoch >= spec.epochs else None
 
@@ -357,7 +367,11 @@ def train(
     optimizer state), metadata ``metrics`` of the best epoch, ``last_metrics`` of the
     last and ``early_stopping.stopped`` = ``"patience"`` or ``"cap"`` and
     ``epochs_run``: what :func:`load_trained` and evaluation load. Re-running a stopped
-    run trains no more; raising the cap of a run stopped by it goes on from ``NAME.last``.
+    run trains no more; raising the cap of a run stopped by it goes on from ``NAME.last``,
+    and so does raising ``patience`` or ``min_epochs`` of a run stopped by patience
+    sooner than the new rule would stop it (the epochs so far are the same under
+    either rule: only the decision to stop differs), bit-identically to a run trained
+    with the new rule from the start.
     A killed run resumes bit-identically, early-stopping state included.
 
     Args:
@@ -486,18 +500,36 @@ def train(
 def _resume_state(spec: TrainSpec, checkpoint: Path, dev) -> dict:
     """The checkpoint to go on from: ``checkpoint``, or its ``.last`` state when a stopped run's cap was raised."""
     state = load_checkpoint(checkpoint, device=dev)
-    if state["meta"].get("spec") != spec.identity():
+    old = state["meta"].get("spec")
+    if old != spec.identity() and not _stops_later(old, spec.identity()):
         raise CheckpointError(
-            f"{checkpoint} was trained with other settings ({_diff(state['meta'].get('spec'), spec.identity())}); "
+            f"{checkpoint} was trained with other settings ({_diff(old, spec.identity())}); "
             "use another --out directory"
         )
     es = state["meta"].get("early_stopping") or {}
-    if es.get("stopped") == "cap" and spec.epochs > int(state["meta"]["epoch"]):
-        if not last_path(checkpoint).exists():
-            raise CheckpointError(f"{checkpoint} stopped at its cap of {state['meta']['epoch']} epochs and "
-                                  f"{last_path(checkpoint).name} is gone: use another --out directory to train longer")
-        state = load_checkpoint(last_path(checkpoint), device=dev)
-    return state
+    epoch = int(state["meta"]["epoch"])
+    if es.get("stopped") == "cap" and spec.epochs > epoch:
+        why = f"stopped at its cap of {epoch} epochs"
+    elif es.get("stopped") == "patience" and _stop_reason(spec, es, epoch) is None:
+        why = f"stopped by patience at epoch {epoch}, sooner than its new rule {spec.early_stopping} stops it,"
+    else:
+        return state
+    if not last_path(checkpoint).exists():
+        raise CheckpointError(f"{checkpoint} {why} and {last_path(checkpoint).name} is gone: use another --out "
+                              "directory to train longer")
+    return load_checkpoint(last_path(checkpoint), device=dev)
+
+
+def _stops_later(old: dict | None, new: dict) -> bool:
+    """Is the spec identity ``new`` the identity ``old`` with only ``patience``/``min_epochs`` raised?"""
+    if not old or "early_stopping" not in old or "early_stopping" not in new:
+        return False
+    rest_old, rest_new = dict(old), dict(new)
+    es_old, es_new = dict(rest_old.pop("early_stopping")), dict(rest_new.pop("early_stopping"))
+    for name in _LATER:
+        if int(es_new.pop(name, 1)) < int(es_old.pop(name, 1)):
+            return False
+    return rest_old == rest_new and es_old == es_new
 
 
 def _after_epoch(spec: TrainSpec, es: dict, model: nn.Module, holdout_ds, metrics: dict, epoch: int) -> dict:
