@@ -94,16 +94,22 @@ def section(name: str, title: str) -> list[str]:
     for st in GRID:
         s, ran = stopping.get(st), epochs.get(st, [])
         minutes = f"{sum(e['seconds'] for e in ran) / 60:.0f}"
+        evaluating = f"{sum(p['seconds'] for (t, _), p in grid.items() if t == st) / 60:.0f}"
         if s is not None:
             clean = grid.get((st, 0.0))
             rows.append([f"{st:g}", s["epochs_run"], s["best_epoch"], s["stopped"],
-                         _pct(clean["accuracy"], 2) if clean else "", minutes])
+                         _pct(clean["accuracy"], 2) if clean else "", minutes, evaluating])
         elif ran:
-            rows.append([f"{st:g}", f"{max(e['epoch'] for e in ran)} so far", "", "training", "", minutes])
+            rows.append([f"{st:g}", f"{max(e['epoch'] for e in ran)} so far", "", "training", "", minutes, evaluating])
     if rows:
+        train_min = sum(e["seconds"] for ran in epochs.values() for e in ran) / 60
+        eval_min = sum(p["seconds"] for p in grid.values()) / 60
         lines += ["Models (early stopping on the held-out part of the training set):", ""]
-        lines += _table(["σ_train", "epochs run", "best epoch", "stopped", "clean test %", "training min"], rows)
-        lines += [""]
+        lines += _table(["σ_train", "epochs run", "best epoch", "stopped", "clean test %", "training min",
+                         "evaluation min"], rows)
+        lines += ["", f"Busy time, summed from the store's epoch and point times: training {train_min:.0f} min, "
+                      f"evaluation {eval_min:.0f} min, {(train_min + eval_min) / 60:.1f} h in all (one thread per "
+                      "task, on machines shared with other work).", ""]
 
     measured = [st for st in GRID if any((st, sv) in grid for sv in GRID)]
     if measured:
