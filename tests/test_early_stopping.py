@@ -225,6 +225,64 @@ def test_a_sweep_records_the_stop_and_evaluates_the_best_weights(tmp_path):
     assert rd.model_checkpoints() == [named[0]]
 
 
+@pytest.mark.slow
+def test_a_kept_store_s_early_stopped_model_is_finished_only_under_a_rule_that_stops_it_there(tmp_path):
+    """A store kept without its checkpoints: the model counts as done while the plan's rule would
+    have stopped it where it stopped; raise min_epochs and it is trained again, its rows replaced."""
+    preset = tmp_path / "es.toml"
+    preset.write_text(PRESET)
+    run = tmp_path / "run"
+    run_sweep(load_plan(preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
+    with ResultStore(run / "results.sqlite") as store:
+        (first,) = store.stopping()
+    shutil.rmtree(run / "models")
+    logs: list[str] = []
+    run_sweep(load_plan(preset, "quick"), run, device="cpu", progress=False, log=logs.append)
+    assert any("no longer needed" in m for m in logs)
+    assert not list(run.glob("models/*.safetensors"))  # nothing trained again
+    floor = first["epochs_run"] + 2
+    preset.write_text(PRESET.replace("patience = 1}", f"patience = 1, min_epochs = {floor}}}"))
+    with pytest.warns(UserWarning, match="trained again from scratch"):
+        run_sweep(load_plan(preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
+    with ResultStore(run / "results.sqlite") as store:
+        (again,) = store.stopping()
+        epochs = store.epochs()
+        points = store.points()
+    assert again["epochs_run"] >= floor > first["epochs_run"]
+    assert sorted(e["epoch"] for e in epochs) == list(range(1, again["epochs_run"] + 1))
+    assert {p["checkpoint"] for p in points} == {again["checkpoint"]}
+
+
+@pytest.mark.slow
+def test_a_sweep_s_worker_goes_on_from_the_last_epoch_under_a_raised_min_epochs(tmp_path):
+    """The epoch-granular worker path (compute in a scratch folder, files handed back) continues a
+    patience-stopped model from its last state, to the run a sweep with the new rule makes from scratch."""
+    import warnings
+
+    from noisynn.engine.sweep import ProcessExecutor
+
+    preset = tmp_path / "es.toml"
+    preset.write_text(PRESET)
+    run = tmp_path / "run"
+    run_sweep(load_plan(preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
+    with ResultStore(run / "results.sqlite") as store:
+        (first,) = store.stopping()
+    floor = first["epochs_run"] + 2
+    preset.write_text(PRESET.replace("patience = 1}", f"patience = 1, min_epochs = {floor}}}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "trained again from scratch"
+        run_sweep(load_plan(preset, "quick"), run, device="cpu", progress=False, log=lambda m: None,
+                  executor=ProcessExecutor(2))
+    run_sweep(load_plan(preset, "quick"), tmp_path / "straight", device="cpu", progress=False, log=lambda m: None)
+    rows = []
+    for d in (run, tmp_path / "straight"):
+        with ResultStore(d / "results.sqlite") as store:
+            rows.append((store.stopping(), [(e["epoch"], e["checkpoint"]) for e in store.epochs()],
+                         sorted((p["sigma_val"], p["checkpoint"], p["accuracy"]) for p in store.points())))
+    assert rows[0][0][0]["epochs_run"] >= floor
+    assert rows[0] == rows[1]
+
+
 def test_an_old_store_gains_the_holdout_columns(tmp_path):
     path = tmp_path / "results.sqlite"
     with sqlite3.connect(path) as conn:

@@ -82,7 +82,15 @@ from noisynn.engine.evaluation import evaluate_point, mean_stderr, vote_curve
 from noisynn.engine.presets import Plan
 from noisynn.engine.rundir import RunDir, checkpoint_in, is_last_copy, scratch_folder, scratch_folders
 from noisynn.engine.store import CurveRow, EpochRow, Point, PointKey, ResultStore, StoppingRow, measurement, sigma_key
-from noisynn.engine.training import TrainSpec, best_path, last_path, load_data, load_for_evaluation, train
+from noisynn.engine.training import (
+    TrainSpec,
+    best_path,
+    last_path,
+    load_data,
+    load_for_evaluation,
+    stop_reason,
+    train,
+)
 from noisynn.errors import CheckpointError, NoisynnError
 
 __all__ = ["TrainTask", "TrainOutcome", "EvalTask", "VoteTask", "AttackTask", "Workspace", "execute", "LocalExecutor",
@@ -1115,7 +1123,8 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
     must all name one checkpoint hash, that hash must be the finished model's (the
     stopping row of an early-stopped run, else the epoch row of the last planned epoch),
     and each must have been measured as this plan would measure it (runs, limits, noise,
-    the test data's content).
+    the test data's content). An early-stopped model that this plan's rule would have
+    trained further (its cap, ``patience`` or ``min_epochs`` raised since) is not finished.
     """
     spec = task.spec
     path = RunDir(Path(task.run_dir)).store
@@ -1150,7 +1159,10 @@ def _measured_without_checkpoint(plan: Plan, task: TrainTask, seed: int) -> bool
         stops = [r for r in store.stopping(plan.name) if r["sigma_train"] == sigma and r["model"] == spec.model
                  and r["noise"] == label and r["seed"] == seed]
         if stops:
-            return stops[-1]["checkpoint"] == sha
+            row = stops[-1]
+            if stop_reason(spec, row["epochs_run"], row["epochs_run"] - row["best_epoch"]) is None:
+                return False  # this plan's rule (a raised cap, patience or min_epochs) trains it further
+            return row["checkpoint"] == sha
         epochs = plan.train.epochs
         return any(e["checkpoint"] == sha and e["epoch"] == epochs for e in store.epochs(plan.name)
                    if e["sigma_train"] == sigma and e["model"] == spec.model and e["noise"] == label

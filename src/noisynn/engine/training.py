@@ -212,12 +212,17 @@ def _improved(spec: TrainSpec, es: dict, loss: float, accuracy: float) -> tuple[
     return better, score
 
 
-def _stop_reason(spec: TrainSpec, es: dict, epoch: int) -> str | None:
-    """Why training stops after ``epoch`` (``patience``, ``cap``) or None to go on."""
+def stop_reason(spec: TrainSpec, epoch: int, since_best: int) -> str | None:
+    """Why ``spec``'s early stopping ends a run after ``epoch`` with ``since_best`` epochs
+    without a new best: ``"patience"``, ``"cap"``, or None to go on."""
     rule = spec.early_stopping
-    if es["since_best"] >= int(rule["patience"]) and epoch >= int(rule.get("min_epochs", 1)):
+    if since_best >= int(rule["patience"]) and epoch >= int(rule.get("min_epochs", 1)):
         return "patience"
     return "cap" if epoch >= spec.epochs else None
+
+
+def _stop_reason(spec: TrainSpec, es: dict, epoch: int) -> str | None:
+    return stop_reason(spec, epoch, int(es["since_best"]))
 
 
 def _finish_early_stopping(spec: TrainSpec, checkpoint: Path, model: nn.Module, meta: CheckpointMeta,
