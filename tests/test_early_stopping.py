@@ -225,23 +225,33 @@ def test_a_sweep_records_the_stop_and_evaluates_the_best_weights(tmp_path):
     assert rd.model_checkpoints() == [named[0]]
 
 
-@pytest.mark.slow
-def test_a_kept_store_s_early_stopped_model_is_finished_only_under_a_rule_that_stops_it_there(tmp_path):
-    """A store kept without its checkpoints: the model counts as done while the plan's rule would
-    have stopped it where it stopped; raise min_epochs and it is trained again, its rows replaced."""
+def _swept_once(tmp_path: Path) -> tuple[Path, Path, dict]:
+    """PRESET swept into ``tmp_path/run`` (patience stops it within a few epochs): (preset, run, stopping row)."""
     preset = tmp_path / "es.toml"
     preset.write_text(PRESET)
     run = tmp_path / "run"
     run_sweep(load_plan(preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
     with ResultStore(run / "results.sqlite") as store:
         (first,) = store.stopping()
+    return preset, run, first
+
+
+def _with_min_epochs(preset: Path, floor: int) -> None:
+    preset.write_text(PRESET.replace("patience = 1}", f"patience = 1, min_epochs = {floor}}}"))
+
+
+@pytest.mark.slow
+def test_a_kept_store_s_early_stopped_model_is_finished_only_under_a_rule_that_stops_it_there(tmp_path):
+    """A store kept without its checkpoints: the model counts as done while the plan's rule would
+    have stopped it where it stopped; raise min_epochs and it is trained again, its rows replaced."""
+    preset, run, first = _swept_once(tmp_path)
     shutil.rmtree(run / "models")
     logs: list[str] = []
     run_sweep(load_plan(preset, "quick"), run, device="cpu", progress=False, log=logs.append)
     assert any("no longer needed" in m for m in logs)
     assert not list(run.glob("models/*.safetensors"))  # nothing trained again
     floor = first["epochs_run"] + 2
-    preset.write_text(PRESET.replace("patience = 1}", f"patience = 1, min_epochs = {floor}}}"))
+    _with_min_epochs(preset, floor)
     with pytest.warns(UserWarning, match="trained again from scratch"):
         run_sweep(load_plan(preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
     with ResultStore(run / "results.sqlite") as store:
@@ -261,14 +271,9 @@ def test_a_sweep_s_worker_goes_on_from_the_last_epoch_under_a_raised_min_epochs(
 
     from noisynn.engine.sweep import ProcessExecutor
 
-    preset = tmp_path / "es.toml"
-    preset.write_text(PRESET)
-    run = tmp_path / "run"
-    run_sweep(load_plan(preset, "quick"), run, device="cpu", progress=False, log=lambda m: None)
-    with ResultStore(run / "results.sqlite") as store:
-        (first,) = store.stopping()
+    preset, run, first = _swept_once(tmp_path)
     floor = first["epochs_run"] + 2
-    preset.write_text(PRESET.replace("patience = 1}", f"patience = 1, min_epochs = {floor}}}"))
+    _with_min_epochs(preset, floor)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no "trained again from scratch"
         run_sweep(load_plan(preset, "quick"), run, device="cpu", progress=False, log=lambda m: None,
