@@ -462,10 +462,21 @@ def test_every_shipped_preset_loads_in_every_profile():
 def test_the_reproduction_check_presets_load():
     """docs/checks/*.toml are the commands quoted in docs/reproduction.md and docs/hardware.md:
     they must stay loadable (the reproduction checks: one conventional model over sigma_val up
-    to 1; the hardware check: chips read up to a year after programming)."""
+    to 1; the hardware check: chips read up to a year after programming; issue 18's: one
+    model of a papers grid with a longer patience)."""
+    import tomllib
+
     checks = sorted((Path(__file__).resolve().parents[1] / "docs" / "checks").glob("*.toml"))
-    assert len(checks) >= 3
+    assert len(checks) >= 5
     for path in checks:
+        if "papers" in tomllib.loads(path.read_text())["profile"]:
+            # issue 18: one model of a papers grid, stopped later than the grid's rule stops it
+            plan = load_plan(path, "papers")
+            grid = load_plan(f"paper1-{plan.model}", "papers")
+            assert len(plan.sigma_train) == 1 and plan.sigma_val == grid.sigma_val and plan.runs == grid.runs
+            ours, theirs = plan.train["early_stopping"], grid.train["early_stopping"]
+            assert ours["patience"] > theirs["patience"] and ours["holdout"] == theirs["holdout"], path.name
+            continue
         plan = load_plan(path, "cpu")
         if plan.hardware is None:
             assert plan.sigma_train == (0.0,) and plan.sigma_val[-1] == 1.0, path.name
