@@ -503,7 +503,8 @@ def train(
 
 
 def _resume_state(spec: TrainSpec, checkpoint: Path, dev) -> dict:
-    """The checkpoint to go on from: ``checkpoint``, or its ``.last`` state when a stopped run's cap was raised."""
+    """The checkpoint to go on from: ``checkpoint``, or its ``.last`` state when a stopped run's cap
+    was raised, or its patience or min_epochs raised past where patience stopped it."""
     state = load_checkpoint(checkpoint, device=dev)
     old = state["meta"].get("spec")
     if old != spec.identity() and not _stops_later(old, spec.identity()):
