@@ -104,26 +104,27 @@ def test_raising_patience_or_min_epochs_goes_on_bit_identically_and_lowering_the
     the very weights, rows and record of a run trained with the looser rule from the start."""
     ckpt, result, _ = stopped
     n = result.stopping["epochs_run"]
-    for rule in ({"holdout": 150, "patience": 1, "min_epochs": n + 3}, {"holdout": 150, "patience": 3}):
-        work = tmp_path / f"copy-{len(rule)}"
+    rules = {"min-epochs": {"holdout": 150, "patience": 1, "min_epochs": n + 3},
+             "patience-3": {"holdout": 150, "patience": 3}}
+    for name, rule in rules.items():
+        work = tmp_path / name
         shutil.copytree(ckpt.parent, work)
         epochs: list[dict] = []
         resumed = train(spec(30, early_stopping=rule), work / ckpt.name, device="cpu", progress=False,
                         on_epoch=epochs.append)
-        straight = train(spec(30, early_stopping=rule), tmp_path / f"straight-{len(rule)}.safetensors", device="cpu",
-                         progress=False)
+        straight_ckpt = tmp_path / f"straight-{name}.safetensors"
+        straight = train(spec(30, early_stopping=rule), straight_ckpt, device="cpu", progress=False)
         assert epochs and epochs[0]["epoch"] == n + 1 and resumed.epochs_run == len(epochs)
         assert resumed.stopping == straight.stopping and resumed.stopping["epochs_run"] > n
         assert resumed.sha256 == straight.sha256
-        assert weights_sha(last_path(work / ckpt.name)) == weights_sha(
-            last_path(tmp_path / f"straight-{len(rule)}.safetensors"))
+        assert weights_sha(last_path(work / ckpt.name)) == weights_sha(last_path(straight_ckpt))
         assert read_metadata(work / ckpt.name)["spec"]["early_stopping"] == rule
     # a looser rule that still stops where the run stopped: nothing more to train
     same = train(spec(30, early_stopping={**ES, "min_epochs": n}), ckpt, device="cpu", progress=False,
                  on_epoch=lambda m: pytest.fail("trained again"))
     assert same.epochs_run == 0 and same.sha256 == result.sha256
     # back to a stricter rule (patience 3 -> 1), or another min_delta: those epochs are not the rule's
-    work = tmp_path / "copy-2"
+    work = tmp_path / "patience-3"  # went on to its stop under patience 3 above
     for rule in (ES, {"holdout": 150, "patience": 3, "min_delta": 0.1}):
         with pytest.raises(CheckpointError, match="other settings"):
             train(spec(30, early_stopping=rule), work / ckpt.name, device="cpu", progress=False)

@@ -47,8 +47,10 @@ def test_the_section_follows_the_store(tmp_path):
 
 
 def test_a_missing_store_says_not_started(tmp_path):
-    text = _build(tmp_path).generate()
+    build = _build(tmp_path)
+    text = build.generate()
     assert text.count("*Not started") == 3
+    assert text.count("*Not run: no `docs/fidelity/checks/") == len(build.CHECKS)  # said, not left out
 
 
 @pytest.mark.parametrize("broken", ["no markers here\n"])
